@@ -1,0 +1,99 @@
+// `liger bench forward`: prefill throughput and peak memory of the decoder on random weights (no files needed).
+#include <algorithm>
+#include <cstdio>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "launcher/commands.h"
+#include "launcher/options.h"
+#include "model/llama.h"
+
+#ifdef LIGER_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace liger::cli {
+
+namespace {
+
+int bench_forward(const std::vector<std::string>& args) {
+  std::string shape, device, dtype, logits_mode;
+  int64_t seq = 0, batch = 1;
+  int warmup = 0, iters = 0;
+  po::options_description desc("bench forward options");
+  desc.add_options()
+      ("shape", po::value(&shape)->default_value("llama3-8b"),
+       "model shape: llama3-8b, llama3.2-1b, llama3.2-3b, mistral-7b, qwen2.5-7b, stories260k")
+      ("seq", po::value(&seq)->default_value(1024), "sequence length T")
+      ("batch", po::value(&batch)->default_value(1), "sequences per forward B")
+      ("device", po::value(&device)->default_value("cuda"), "cpu or cuda")
+      ("dtype", po::value(&dtype)->default_value(""), "f32 (cpu default) or bf16 (cuda default)")
+      ("logits", po::value(&logits_mode)->default_value("all"), "all: logits of every position; last: only the last")
+      ("warmup", po::value(&warmup)->default_value(2), "untimed forwards first")
+      ("iters", po::value(&iters)->default_value(5), "timed forwards (the median is reported)");
+  po::variables_map vm;
+  if (!parse_options("bench forward", args, desc, &vm, "[--shape NAME] [--seq N] [options]")) return 0;
+  LIGER_CHECK(seq > 0 && batch > 0 && iters > 0 && warmup >= 0, "--seq, --batch and --iters must be positive");
+  LIGER_CHECK(logits_mode == "all" || logits_mode == "last", "--logits must be all or last");
+  const bool last_only = logits_mode == "last";
+  const Device dev = parse_device(device);
+  const DType dt = dtype.empty() ? (dev == Device::CPU ? DType::F32 : DType::BF16) : parse_dtype(dtype);
+  ModelConfig cfg = model_config_for_shape(shape);
+  Context ctx = dev == Device::CUDA ? Context::cuda(0) : Context::cpu();
+  LOG_INFO("bench forward: %s, B=%lld T=%lld, %s %s, logits %s", cfg.summary().c_str(), static_cast<long long>(batch),
+           static_cast<long long>(seq), ctx.device_label(), dtype_name(dt), logits_mode.c_str());
+  reset_peak(dev);
+  Timer init;
+  std::unique_ptr<LlamaModel> model = LlamaModel::random(cfg, ctx, dt, /*seed=*/1234);
+  ctx.synchronize();
+  LOG_INFO("random weights: %.1f MiB in %.1f s", model->weight_bytes() / 1048576.0, init.seconds());
+
+  std::vector<int32_t> ids(static_cast<size_t>(batch * seq));
+  for (size_t i = 0; i < ids.size(); i++) ids[i] = static_cast<int32_t>((i * 7919 + 13) % cfg.vocab_size);
+  Tensor tids = Tensor::from_i32({batch, seq}, ids);
+  Tensor logits = Tensor::empty({batch, last_only ? 1 : seq, cfg.vocab_size}, DType::F32, dev);
+  std::vector<double> times;
+  for (int i = 0; i < warmup + iters; i++) {
+    ctx.synchronize();
+    Timer t;
+    model->forward(tids, nullptr, logits, last_only);
+    ctx.synchronize();
+    if (i >= warmup) times.push_back(t.seconds());
+  }
+  std::sort(times.begin(), times.end());
+  const double med = times[times.size() / 2];
+  const double tokens = static_cast<double>(batch * seq);
+  const MemStats ms = mem_stats(dev);
+  std::printf("bench forward shape=%s B=%lld T=%lld device=%s dtype=%s logits=%s\n", shape.c_str(),
+              static_cast<long long>(batch), static_cast<long long>(seq), ctx.device_label(), dtype_name(dt),
+              logits_mode.c_str());
+  std::printf("  median %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s\n", med * 1e3, times.front() * 1e3,
+              times.back() * 1e3, iters, tokens / med);
+  std::printf("  peak memory held by liger: %.2f GiB (weights %.2f GiB, activations %.2f GiB)\n", ms.peak / 1073741824.0,
+              model->weight_bytes() / 1073741824.0, model->activation_bytes() / 1073741824.0);
+#ifdef LIGER_CUDA
+  if (dev == Device::CUDA) {
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    std::printf("  device memory in use (all of the process, incl. CUDA context and cuBLAS): %.2f GiB of %.2f GiB\n",
+                (total_b - free_b) / 1073741824.0, total_b / 1073741824.0);
+  }
+#endif
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::printf("usage: liger bench <benchmark> [options]\n\nbenchmarks:\n  forward   prefill throughput and peak memory "
+                "(random weights)\n");
+    return args.empty() ? 2 : 0;
+  }
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "forward") return bench_forward(rest);
+  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward)", args[0].c_str());
+}
+
+}  // namespace liger::cli

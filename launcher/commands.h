@@ -1,0 +1,12 @@
+// launcher/commands.h — the `liger` subcommands. Each takes the arguments after its name and returns the exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace liger::cli {
+
+int cmd_generate(const std::vector<std::string>& args);
+int cmd_bench(const std::vector<std::string>& args);
+
+}  // namespace liger::cli

@@ -1,0 +1,58 @@
+// launcher/main.cpp — the `liger` program: dispatches to a subcommand and owns the one fatal path: every
+// liger::Error becomes "liger: error: <message>" on stderr and exit code 1; a command-line mistake exit code 2.
+#include <boost/program_options/errors.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "launcher/commands.h"
+
+namespace {
+
+void usage(FILE* f) {
+  std::fprintf(f,
+               "usage: liger <command> [options]   (liger <command> --help for the options of one)\n\n"
+               "commands:\n"
+               "  generate   generate text from a model directory (HF or Liger)\n"
+               "  bench      benchmarks: `liger bench forward --shape llama3-8b --seq 1024 --device cuda`\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    usage(stdout);
+    return 0;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  const bool verbose = std::getenv("LIGER_VERBOSE") != nullptr;
+  try {
+    if (cmd == "generate") return liger::cli::cmd_generate(args);
+    if (cmd == "bench") return liger::cli::cmd_bench(args);
+    std::fprintf(stderr, "liger: unknown command '%s'\n", cmd.c_str());
+    usage(stderr);
+    return 2;
+  } catch (const boost::program_options::error& e) {
+    std::fprintf(stderr, "liger %s: %s (see liger %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
+    return 2;
+  } catch (const liger::Error& e) {
+    if (verbose) std::fprintf(stderr, "liger: error: %s [at %s:%d]\n", e.what(), e.file(), e.line());
+    else std::fprintf(stderr, "liger: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "liger: error: out of host memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "liger: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,55 @@
+// model/config.h — ModelConfig: the architecture of a Llama-family decoder, read from an HF config.json.
+//
+// Supported model_type values: llama (Llama-2, Llama-3, Llama-3.1/3.2 with rope type llama3), mistral, qwen2
+// (q/k/v biases), qwen3 (per-head q/k RMSNorm). Both the transformers 4.x keys (rope_theta, rope_scaling) and the
+// 5.x key (rope_parameters) are read. A required key that is missing, a value liger does not implement (another
+// hidden_act, rope type, ...) or an unknown model_type is an Error naming the file and the key; keys that only
+// matter to other software (architectures, transformers_version, ...) are ignored.
+#pragma once
+
+#include <string>
+
+#include "ops/rope.h"
+
+namespace liger {
+
+struct ModelConfig {
+  std::string model_type;        // llama | mistral | qwen2 | qwen3
+  int64_t n_layers = 0;          // L
+  int64_t d_model = 0;           // D  (hidden_size)
+  int64_t n_heads = 0;           // H  (num_attention_heads)
+  int64_t n_kv_heads = 0;        // HKV (num_key_value_heads; = H when absent, as in transformers)
+  int64_t head_dim = 0;          // HS (head_dim; = D / H when absent)
+  int64_t d_ff = 0;              // F  (intermediate_size)
+  int64_t vocab_size = 0;        // V
+  int64_t max_position = 0;      // max_position_embeddings (informative: generation may not go past it)
+  double rms_eps = 1e-6;         // rms_norm_eps
+  ops::RopeConfig rope;          // theta and scaling
+  bool tie_embeddings = false;   // LM head = embedding matrix
+  bool qkv_bias = false;         // q/k/v projections carry biases (qwen2; llama/qwen3 with attention_bias)
+  bool o_bias = false;           // o_proj bias (llama attention_bias)
+  bool qk_norm = false;          // qwen3: RMSNorm over each head of q and k, before RoPE
+  int64_t sliding_window = 0;    // attention sees the last `sliding_window` keys incl. the current one; 0 = all
+  int32_t bos_id = -1;           // bos_token_id (-1 when null)
+  int32_t eos_id = -1;           // first eos_token_id (-1 when null)
+
+  // Tensor-parallel slice of this rank (tp = 1 until the distributed issue): local heads, KV heads, MLP width.
+  int64_t tp_size = 1;
+  int64_t local_heads() const { return n_heads / tp_size; }
+  int64_t local_kv_heads() const { return n_kv_heads / tp_size; }
+  int64_t local_ff() const { return d_ff / tp_size; }
+  int64_t q_dim() const { return local_heads() * head_dim; }     // H * HS
+  int64_t kv_dim() const { return local_kv_heads() * head_dim; } // HKV * HS
+
+  int64_t n_params() const;  // total parameters of the whole model
+  std::string summary() const;  // one line for logs
+};
+
+// Reads `path` (an HF config.json). Errors name the file and the key.
+ModelConfig load_model_config(const std::string& path);
+
+// Built-in shapes for benchmarks (random weights): "llama3-8b", "llama3.2-1b", "llama3.2-3b", "mistral-7b",
+// "qwen2.5-7b", "stories260k".
+ModelConfig model_config_for_shape(const std::string& name);
+
+}  // namespace liger

@@ -1,0 +1,229 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+
+namespace liger {
+
+std::vector<WeightDesc> weight_table(const ModelConfig& c, ModelWeights* w) {
+  const int64_t D = c.d_model, HS = c.head_dim, QD = c.q_dim(), KVD = c.kv_dim(), F = c.local_ff();
+  std::vector<WeightDesc> t;
+  w->layers.resize(static_cast<size_t>(c.n_layers));
+  t.push_back({"model.embed_tokens.weight", {c.vocab_size, D}, &w->embed, false});
+  for (int64_t l = 0; l < c.n_layers; l++) {
+    LayerWeights& L = w->layers[static_cast<size_t>(l)];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.push_back({p + "input_layernorm.weight", {D}, &L.attn_norm, true});
+    t.push_back({p + "self_attn.q_proj.weight", {QD, D}, &L.wq, false});
+    t.push_back({p + "self_attn.k_proj.weight", {KVD, D}, &L.wk, false});
+    t.push_back({p + "self_attn.v_proj.weight", {KVD, D}, &L.wv, false});
+    t.push_back({p + "self_attn.o_proj.weight", {D, QD}, &L.wo, false});
+    if (c.qkv_bias) {
+      t.push_back({p + "self_attn.q_proj.bias", {QD}, &L.bq, false});
+      t.push_back({p + "self_attn.k_proj.bias", {KVD}, &L.bk, false});
+      t.push_back({p + "self_attn.v_proj.bias", {KVD}, &L.bv, false});
+    }
+    if (c.o_bias) t.push_back({p + "self_attn.o_proj.bias", {D}, &L.bo, false});
+    if (c.qk_norm) {
+      t.push_back({p + "self_attn.q_norm.weight", {HS}, &L.q_norm, true});
+      t.push_back({p + "self_attn.k_norm.weight", {HS}, &L.k_norm, true});
+    }
+    t.push_back({p + "post_attention_layernorm.weight", {D}, &L.mlp_norm, true});
+    t.push_back({p + "mlp.gate_proj.weight", {F, D}, &L.w_gate, false});
+    t.push_back({p + "mlp.up_proj.weight", {F, D}, &L.w_up, false});
+    t.push_back({p + "mlp.down_proj.weight", {D, F}, &L.w_down, false});
+  }
+  t.push_back({"model.norm.weight", {D}, &w->final_norm, true});
+  if (!c.tie_embeddings) t.push_back({"lm_head.weight", {c.vocab_size, D}, &w->lm_head, false});
+  return t;
+}
+
+std::vector<ActDesc> activation_table(const ModelConfig& c, int64_t B, int64_t T, DType dt, bool last_only) {
+  const int64_t N = B * T;
+  std::vector<ActDesc> t = {
+      {"ids", {N}, DType::I32},                 // token ids on the device
+      {"positions", {N}, DType::I32},           // absolute positions
+      {"x", {N, c.d_model}, dt},                // residual stream
+      {"xn", {N, c.d_model}, dt},               // normalized input of a sub-layer
+      {"q", {N, c.q_dim()}, dt},                // (B, T, H, HS)
+      {"k", {N, c.kv_dim()}, dt},               // (B, T, HKV, HS)
+      {"v", {N, c.kv_dim()}, dt},               // (B, T, HKV, HS)
+      {"att", {N, c.q_dim()}, dt},              // attention output (B, T, H, HS)
+      {"gate", {N, c.local_ff()}, dt},          // MLP gate, then silu(gate) * up
+      {"up", {N, c.local_ff()}, dt},            // MLP up
+  };
+  if (last_only && T > 1) t.push_back({"last", {B, c.d_model}, dt});  // the last position of each sequence
+  return t;
+}
+
+LlamaModel::LlamaModel(const ModelConfig& cfg, Context& ctx, DType dtype) : cfg_(cfg), ctx_(ctx), dtype_(dtype) {
+  LIGER_CHECK(ctx.is_cuda() || dtype == DType::F32, "the CPU path runs in f32 (asked for %s)", dtype_name(dtype));
+  std::vector<float> inv = ops::rope_inv_freq(cfg_.rope);
+  inv_freq_ = Tensor::from_f32({static_cast<int64_t>(inv.size())}, inv).to(ctx.device());
+}
+
+void LlamaModel::allocate_weights() {
+  std::vector<WeightDesc> table = weight_table(cfg_, &w_);
+  size_t bytes = 0;
+  for (const WeightDesc& d : table) bytes += Arena::footprint(d.shape, dtype_);
+  weights_arena_ = Arena("weights", ctx_.device(), bytes);
+  for (const WeightDesc& d : table) *d.slot = weights_arena_.alloc(d.shape, dtype_);
+  if (cfg_.tie_embeddings) w_.lm_head = w_.embed;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, Context& ctx, DType dtype) {
+  namespace fs = std::filesystem;
+  LIGER_CHECK(fs::is_directory(dir), "%s: model directory does not exist", dir.c_str());
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  LIGER_CHECK(fs::exists(config_path), "%s: missing config.json", dir.c_str());
+  ModelConfig cfg = load_model_config(config_path);
+  std::unique_ptr<LlamaModel> m(new LlamaModel(cfg, ctx, dtype));
+  Checkpoint ckpt = Checkpoint::open_dir(dir);
+  m->allocate_weights();
+  for (const WeightDesc& d : weight_table(m->cfg_, &m->w_)) {
+    LIGER_CHECK(ckpt.has(d.name), "%s: checkpoint has no tensor '%s' (needed by %s)", dir.c_str(), d.name.c_str(),
+                cfg.model_type.c_str());
+    auto [file, entry] = ckpt.find(d.name);
+    Shape got(entry->shape);
+    LIGER_CHECK(got == d.shape, "%s: tensor '%s' has shape %s but config.json implies %s", file->path().c_str(),
+                d.name.c_str(), got.str().c_str(), d.shape.str().c_str());
+    copy(*d.slot, file->tensor(d.name));
+  }
+  if (cfg.tie_embeddings) m->w_.lm_head = m->w_.embed;
+  LOG_DEBUG("loaded %s from %s (%.1f MiB of weights)", cfg.summary().c_str(), dir.c_str(),
+            m->weights_arena_.used() / 1048576.0);
+  return m;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& cfg, Context& ctx, DType dtype, uint64_t seed) {
+  std::unique_ptr<LlamaModel> m(new LlamaModel(cfg, ctx, dtype));
+  m->allocate_weights();
+  uint64_t i = 0;
+  for (const WeightDesc& d : weight_table(m->cfg_, &m->w_)) {
+    if (d.is_norm) ops::fill_normal(ctx, *d.slot, seed + i++, 1.0f, 0.0f);
+    else ops::fill_normal(ctx, *d.slot, seed + i++, 0.0f, 0.02f);
+  }
+  if (cfg.tie_embeddings) m->w_.lm_head = m->w_.embed;
+  return m;
+}
+
+KVCache LlamaModel::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  Shape s{cfg_.n_layers, batch, capacity, cfg_.local_kv_heads(), cfg_.head_dim};
+  c.k = Tensor::empty(s, dtype_, ctx_.device());
+  c.v = Tensor::empty(s, dtype_, ctx_.device());
+  return c;
+}
+
+void LlamaModel::ensure_activations(int64_t B, int64_t T, bool last_only) {
+  if (acts_.capacity() > 0 && B == acts_B_ && T == acts_T_ && last_only == acts_last_only_) return;
+  size_t bytes = 0;
+  for (const ActDesc& a : activation_table(cfg_, B, T, dtype_, last_only)) bytes += Arena::footprint(a.shape, a.dtype);
+  if (bytes > acts_.capacity()) acts_ = Arena("activations", ctx_.device(), bytes);
+  acts_B_ = B, acts_T_ = T, acts_last_only_ = last_only;
+}
+
+void LlamaModel::forward(const Tensor& ids, KVCache* cache, Tensor logits, bool last_only) {
+  const ModelConfig& c = cfg_;
+  LIGER_CHECK(ids.device() == Device::CPU && ids.dtype() == DType::I32 && ids.ndim() == 2,
+              "forward: ids must be a host i32 (B, T) tensor, got %s", ids.str().c_str());
+  const int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
+  const int64_t H = c.local_heads(), HKV = c.local_kv_heads(), HS = c.head_dim, D = c.d_model, V = c.vocab_size;
+  LIGER_CHECK(T > 0 && B > 0, "forward: empty batch");
+  const int64_t pos0 = cache ? cache->length : 0;
+  if (cache) {
+    LIGER_CHECK(cache->batch() == B, "forward: cache holds %lld sequences, batch has %lld",
+                static_cast<long long>(cache->batch()), static_cast<long long>(B));
+    LIGER_CHECK(pos0 + T <= cache->capacity(), "forward: %lld positions do not fit the cache of %lld",
+                static_cast<long long>(pos0 + T), static_cast<long long>(cache->capacity()));
+  }
+  LIGER_CHECK(logits.dtype() == DType::F32 && logits.device() == ctx_.device() &&
+                  logits.shape() == Shape({B, last_only ? 1 : T, V}),
+              "forward: logits must be f32 (%lld, %lld, %lld) on %s, got %s", static_cast<long long>(B),
+              static_cast<long long>(last_only ? 1 : T), static_cast<long long>(V), device_name(ctx_.device()),
+              logits.str().c_str());
+  for (int64_t i = 0; i < N; i++) {
+    int32_t id = ids.ptr<int32_t>()[i];
+    LIGER_CHECK(id >= 0 && id < V, "forward: token id %d is outside the vocabulary [0, %lld)", id,
+                static_cast<long long>(V));
+  }
+
+  ensure_activations(B, T, last_only);
+  acts_.reset();
+  Tensor d_ids = acts_.alloc({N}, DType::I32);
+  Tensor positions = acts_.alloc({N}, DType::I32);
+  Tensor x = acts_.alloc({N, D}, dtype_);
+  Tensor xn = acts_.alloc({N, D}, dtype_);
+  Tensor q = acts_.alloc({N, c.q_dim()}, dtype_);
+  Tensor k = acts_.alloc({N, c.kv_dim()}, dtype_);
+  Tensor v = acts_.alloc({N, c.kv_dim()}, dtype_);
+  Tensor att = acts_.alloc({N, c.q_dim()}, dtype_);
+  Tensor gate = acts_.alloc({N, c.local_ff()}, dtype_);
+  Tensor up = acts_.alloc({N, c.local_ff()}, dtype_);
+
+  std::vector<int32_t> pos(static_cast<size_t>(N));
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++) pos[static_cast<size_t>(b * T + t)] = static_cast<int32_t>(pos0 + t);
+  copy(positions, Tensor::from_i32({N}, pos));
+  copy(d_ids, ids.view({N}));
+
+  Context& ctx = ctx_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  ops::embedding(ctx, x, d_ids, w_.embed);
+  for (int64_t l = 0; l < c.n_layers; l++) {
+    const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
+    // Attention block: x += o_proj(attention(rope(q), rope(k), v)).
+    ops::rmsnorm(ctx, xn, x, L.attn_norm, static_cast<float>(c.rms_eps));
+    ops::matmul(ctx, q, xn, L.wq, c.qkv_bias ? &L.bq : nullptr);
+    ops::matmul(ctx, k, xn, L.wk, c.qkv_bias ? &L.bk : nullptr);
+    ops::matmul(ctx, v, xn, L.wv, c.qkv_bias ? &L.bv : nullptr);
+    if (c.qk_norm) {
+      ops::rmsnorm(ctx, q.view({N * H, HS}), q.view({N * H, HS}), L.q_norm, static_cast<float>(c.rms_eps));
+      ops::rmsnorm(ctx, k.view({N * HKV, HS}), k.view({N * HKV, HS}), L.k_norm, static_cast<float>(c.rms_eps));
+    }
+    ops::rope(ctx, q.view({N, H, HS}), positions, inv_freq_);
+    ops::rope(ctx, k.view({N, HKV, HS}), positions, inv_freq_);
+    Tensor kk = k.view({B, T, HKV, HS}), vv = v.view({B, T, HKV, HS});
+    int64_t kv_len = T;
+    if (cache) {
+      kk = cache->k.row(l);  // (B, S, HKV, HS)
+      vv = cache->v.row(l);
+      ops::kv_write(ctx, kk, k.view({B, T, HKV, HS}), pos0);
+      ops::kv_write(ctx, vv, v.view({B, T, HKV, HS}), pos0);
+      kv_len = pos0 + T;
+    }
+    ops::attention(ctx, att.view({B, T, H, HS}), q.view({B, T, H, HS}), kk, vv, pos0, kv_len, scale,
+                   c.sliding_window);
+    ops::matmul(ctx, x, att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
+    // MLP block: x += down(silu(gate(xn)) * up(xn)).
+    ops::rmsnorm(ctx, xn, x, L.mlp_norm, static_cast<float>(c.rms_eps));
+    ops::matmul(ctx, gate, xn, L.w_gate);
+    ops::matmul(ctx, up, xn, L.w_up);
+    ops::swiglu(ctx, gate, gate, up);
+    ops::matmul(ctx, x, gate, L.w_down, nullptr, /*accumulate=*/true);
+  }
+  if (cache) cache->length = pos0 + T;
+
+  Tensor h = x;
+  if (last_only && T > 1) {
+    Tensor last = acts_.alloc({B, D}, dtype_);
+    for (int64_t b = 0; b < B; b++) copy(last.row(b), x.row(b * T + T - 1));
+    h = last;
+  }
+  Tensor hn = xn.slice(0, h.dim(0));
+  ops::rmsnorm(ctx, hn, h, w_.final_norm, static_cast<float>(c.rms_eps));
+  ops::matmul(ctx, logits.view({h.dim(0), V}), hn, w_.lm_head);
+}
+
+}  // namespace liger

@@ -1,0 +1,100 @@
+// model/llama.h — the Llama-family decoder (llama, mistral, qwen2, qwen3): weights, KV cache, batched forward to
+// logits, and the activation table that sizes its memory.
+//
+// Written in terms of the local slice of a tensor-parallel rank (ModelConfig::local_heads(), local_kv_heads(),
+// local_ff()); tp = 1 for now. Storage dtype: f32 on the CPU (the reference path), bf16 (or f32) on the GPU;
+// logits are always f32.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/arena.h"
+#include "core/context.h"
+#include "model/config.h"
+
+namespace liger {
+
+struct LayerWeights {
+  Tensor attn_norm;                    // (D)
+  Tensor wq, wk, wv, wo;               // (H*HS, D), (HKV*HS, D), (HKV*HS, D), (D, H*HS)
+  Tensor bq, bk, bv, bo;               // (H*HS), (HKV*HS), (HKV*HS), (D) — only with qkv_bias / o_bias
+  Tensor q_norm, k_norm;               // (HS) — only with qk_norm (qwen3)
+  Tensor mlp_norm;                     // (D)
+  Tensor w_gate, w_up, w_down;         // (F, D), (F, D), (D, F)
+};
+
+struct ModelWeights {
+  Tensor embed;                        // (V, D)
+  std::vector<LayerWeights> layers;    // L
+  Tensor final_norm;                   // (D)
+  Tensor lm_head;                      // (V, D); the same memory as embed when tied
+};
+
+// One row of the weight table: the HF tensor name, its shape for this config, and where it goes.
+struct WeightDesc {
+  std::string name;
+  Shape shape;
+  Tensor* slot;
+  bool is_norm;  // RMSNorm gain (random init: ones)
+};
+std::vector<WeightDesc> weight_table(const ModelConfig& cfg, ModelWeights* w);
+
+// One row of the activation table: what a forward of B sequences of T tokens allocates.
+struct ActDesc {
+  std::string name;
+  Shape shape;
+  DType dtype;
+};
+std::vector<ActDesc> activation_table(const ModelConfig& cfg, int64_t B, int64_t T, DType dtype, bool last_only);
+
+// Keys and values of every layer for B sequences of up to S positions: k, v (L, B, S, HKV, HS).
+struct KVCache {
+  Tensor k, v;
+  int64_t length = 0;  // positions filled (the same for every sequence of the batch)
+  int64_t capacity() const { return k.dim(2); }
+  int64_t batch() const { return k.dim(1); }
+};
+
+class LlamaModel {
+ public:
+  // Loads config.json and the safetensors weights of an HF model directory; weights are converted to `dtype` on
+  // ctx's device. Errors name the file and the tensor.
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, Context& ctx, DType dtype);
+  // Random weights (normal, std 0.02; norms 1), for benchmarks.
+  static std::unique_ptr<LlamaModel> random(const ModelConfig& cfg, Context& ctx, DType dtype, uint64_t seed);
+
+  const ModelConfig& config() const { return cfg_; }
+  DType dtype() const { return dtype_; }
+  Context& context() { return ctx_; }
+  size_t weight_bytes() const { return weights_arena_.used(); }
+
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+
+  // logits = forward of ids (B, T) i32 (host tensor) at positions cache->length .. +T-1; the keys/values are
+  // appended to the cache (cache->length advances by T). Without a cache: positions 0..T-1, nothing kept.
+  // logits: f32 on ctx's device, (B, T, V), or (B, 1, V) with last_only (only each sequence's last position).
+  void forward(const Tensor& ids, KVCache* cache, Tensor logits, bool last_only);
+
+  // Peak bytes of the activation arena so far.
+  size_t activation_bytes() const { return acts_.capacity(); }
+
+ private:
+  LlamaModel(const ModelConfig& cfg, Context& ctx, DType dtype);
+  void allocate_weights();
+  void ensure_activations(int64_t B, int64_t T, bool last_only);
+
+  ModelConfig cfg_;
+  Context& ctx_;
+  DType dtype_;
+  Arena weights_arena_;
+  ModelWeights w_;
+  Tensor inv_freq_;  // (HS/2) f32 on the device
+  Arena acts_;
+  int64_t acts_B_ = 0, acts_T_ = 0;
+  bool acts_last_only_ = false;
+};
+
+}  // namespace liger

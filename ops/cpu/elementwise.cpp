@@ -1,0 +1,26 @@
+#include "ops/elementwise.h"
+
+#include "core/rng.h"
+
+namespace liger::ops::cpu {
+
+void add(Tensor out, const Tensor& a, const Tensor& b) {
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; i++) out.ptr<float>()[i] = a.ptr<float>()[i] + b.ptr<float>()[i];
+}
+
+void convert(Tensor out, const Tensor& in) { copy(out, in); }
+
+void fill_normal(Tensor t, uint64_t seed, float mean, float std) {
+  const int64_t n = t.numel();
+  if (t.dtype() == DType::F32) {
+    for (int64_t i = 0; i < n; i++) t.ptr<float>()[i] = mean + std * hash_normal(seed, static_cast<uint64_t>(i));
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    float v = mean + std * hash_normal(seed, static_cast<uint64_t>(i));
+    t.ptr<uint16_t>()[i] = t.dtype() == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+  }
+}
+
+}  // namespace liger::ops::cpu
