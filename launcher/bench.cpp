@@ -70,14 +70,15 @@ int bench_forward(const std::vector<std::string>& args) {
               logits_mode.c_str());
   std::printf("  median %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s\n", med * 1e3, times.front() * 1e3,
               times.back() * 1e3, iters, tokens / med);
-  std::printf("  peak memory held by liger: %.2f GiB (weights %.2f GiB, activations %.2f GiB)\n", ms.peak / 1073741824.0,
-              model->weight_bytes() / 1073741824.0, model->activation_bytes() / 1073741824.0);
+  std::printf("  peak memory held by liger: %.1f MiB (weights %.1f MiB, activations %.1f MiB, logits %.1f MiB)\n",
+              ms.peak / 1048576.0, model->weight_bytes() / 1048576.0, model->activation_bytes() / 1048576.0,
+              logits.nbytes() / 1048576.0);
 #ifdef LIGER_CUDA
   if (dev == Device::CUDA) {
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    std::printf("  device memory in use (all of the process, incl. CUDA context and cuBLAS): %.2f GiB of %.2f GiB\n",
-                (total_b - free_b) / 1073741824.0, total_b / 1073741824.0);
+    std::printf("  device memory in use (whole process, incl. CUDA context and cuBLAS): %.1f MiB of %.1f MiB\n",
+                (total_b - free_b) / 1048576.0, total_b / 1048576.0);
   }
 #endif
   return 0;

@@ -143,10 +143,12 @@ int64_t ModelConfig::n_params() const {
 }
 
 std::string ModelConfig::summary() const {
-  return strfmt("%s: L=%lld D=%lld H=%lld HKV=%lld HS=%lld F=%lld V=%lld, %.3fB params%s%s%s", model_type.c_str(),
+  const double p = static_cast<double>(n_params());
+  const std::string params = p >= 1e9 ? strfmt("%.2fB", p / 1e9) : strfmt("%.2fM", p / 1e6);
+  return strfmt("%s: L=%lld D=%lld H=%lld HKV=%lld HS=%lld F=%lld V=%lld, %s params%s%s%s", model_type.c_str(),
                 static_cast<long long>(n_layers), static_cast<long long>(d_model), static_cast<long long>(n_heads),
                 static_cast<long long>(n_kv_heads), static_cast<long long>(head_dim), static_cast<long long>(d_ff),
-                static_cast<long long>(vocab_size), n_params() / 1e9, tie_embeddings ? ", tied" : "",
+                static_cast<long long>(vocab_size), params.c_str(), tie_embeddings ? ", tied" : "",
                 qkv_bias ? ", qkv bias" : "", qk_norm ? ", qk norm" : "");
 }
 

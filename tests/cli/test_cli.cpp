@@ -33,7 +33,7 @@ std::string slurp(const std::string& path) {
 
 RunResult run_liger(const std::string& args, const TempDir& tmp) {
   const std::string out = tmp.file("stdout.txt"), err = tmp.file("stderr.txt");
-  const std::string cmd = std::string(LIGER_BINARY) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const std::string cmd = liger_binary() + " " + args + " >" + out + " 2>" + err + " </dev/null";
   const int status = std::system(cmd.c_str());
   RunResult r;
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
@@ -80,6 +80,14 @@ TEST(Cli, GoodRunGeneratesText) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;
   EXPECT_GT(r.out.size(), std::string("Once upon a time").size() + 20);
+}
+
+TEST(Cli, BenchForwardRunsOnTheCpu) {
+  TempDir tmp("cli");
+  RunResult r = run_liger("bench forward --shape stories260k --device cpu --seq 64 --warmup 0 --iters 1", tmp);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("peak memory"), std::string::npos) << r.out;
 }
 
 TEST(Cli, HelpOnEverySubcommand) {

@@ -7,14 +7,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 namespace liger::test {
 
-inline std::string source_path(const std::string& rel) { return std::string(LIGER_SOURCE_DIR) + "/" + rel; }
-inline std::string shared_path(const std::string& rel) { return std::string(LIGER_SHARED_DIR) + "/" + rel; }
+// The repository and ../shared as the build saw them; the environment variables LIGER_SOURCE_DIR / LIGER_SHARED_DIR
+// override them when the test binaries run from another checkout (the GPU machine gets a copy of the tree).
+inline std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+inline std::string source_path(const std::string& rel) { return env_or("LIGER_SOURCE_DIR", LIGER_SOURCE_DIR) + "/" + rel; }
+inline std::string shared_path(const std::string& rel) { return env_or("LIGER_SHARED_DIR", LIGER_SHARED_DIR) + "/" + rel; }
+inline std::string liger_binary() { return env_or("LIGER_BINARY", LIGER_BINARY); }
 
 // ||out - ref|| / ||ref|| over all elements; *worst gets the index of the largest |out - ref|. NaN anywhere in out
 // gives +inf, so a NaN never passes a tolerance.
