@@ -27,6 +27,9 @@ class Context {
   // CUDA handles as opaque pointers so this header needs no CUDA include (cast in ops/cuda).
   void* stream() const { return stream_; }            // cudaStream_t
   void* cublaslt() const { return cublaslt_; }        // cublasLtHandle_t
+  // Scratch shared by every op on this stream: cuBLASLt's workspace, sampling probabilities, split-key attention
+  // partials. Ops are ordered on the one stream, so one op's use ends before the next begins; nothing may keep data
+  // in it across op calls.
   void* workspace() const { return workspace_; }
   size_t workspace_bytes() const { return workspace_bytes_; }
   // Waits for all work queued on the stream (no-op on the CPU).
@@ -41,7 +44,7 @@ class Context {
   void* cublaslt_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  char label_[128] = "cpu";
+  char label_[256] = "cpu";  // cudaDeviceProp::name is 256 bytes
 };
 
 }  // namespace liger

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -184,9 +185,17 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
   LIGER_CHECK(e != nullptr, "%s: no tensor '%s'", path_.c_str(), name.c_str());
   LIGER_CHECK(e->supported, "%s: tensor '%s' has dtype %s, which liger does not load", path_.c_str(), name.c_str(),
               e->dtype_str.c_str());
+  const char* p = data_ + e->begin;
+  if (reinterpret_cast<uintptr_t>(p) % dtype_size(e->dtype) != 0) {
+    // The format does not promise aligned offsets (other writers may pack a bf16 tensor of odd length before an f32
+    // one); typed loads from a misaligned pointer are undefined behaviour, so such a tensor is copied.
+    Tensor t = Tensor::empty(Shape(e->shape), e->dtype, Device::CPU);
+    std::memcpy(t.data(), p, t.nbytes());
+    return t;
+  }
   std::shared_ptr<const SafetensorsFile> keep = self_.lock();
   std::shared_ptr<void> owner(const_cast<SafetensorsFile*>(this), [keep](void*) {});
-  return Tensor(const_cast<char*>(data_ + e->begin), Shape(e->shape), e->dtype, Device::CPU, owner);
+  return Tensor(const_cast<char*>(p), Shape(e->shape), e->dtype, Device::CPU, owner);
 }
 
 Checkpoint Checkpoint::open_dir(const std::string& dir) {
@@ -217,15 +226,17 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
   } else {
     LIGER_FAIL("%s: no model.safetensors or model.safetensors.index.json", dir.c_str());
   }
+  std::map<std::string, size_t> seen;  // every tensor of every shard -> file index, listed in the index or not
   for (const std::string& s : shard_names) {
     std::string p = (fs::path(dir) / s).string();
     LIGER_CHECK(fs::exists(p), "%s: shard listed in the index does not exist", p.c_str());
     c.files_.push_back(SafetensorsFile::open(p));
     size_t fi = c.files_.size() - 1;
     for (const auto& e : c.files_.back()->entries()) {
-      auto it = c.where_.find(e.name);
-      LIGER_CHECK(it == c.where_.end(), "%s: tensor '%s' also appears in %s", p.c_str(), e.name.c_str(),
-                  c.files_[it->second.first]->path().c_str());
+      auto it = seen.find(e.name);
+      LIGER_CHECK(it == seen.end(), "%s: tensor '%s' also appears in %s", p.c_str(), e.name.c_str(),
+                  c.files_[it->second]->path().c_str());
+      seen[e.name] = fi;
       if (!wanted.empty()) {
         auto w = wanted.find(e.name);
         if (w == wanted.end() || w->second != s) continue;  // not mapped to this shard by the index
@@ -261,9 +272,18 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                        const std::map<std::string, std::string>& metadata) {
   Json header = Json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  // Data in order of decreasing element size (stable), as the reference serializer does: every offset is then a
+  // multiple of its tensor's element size, so readers get aligned zero-copy views.
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return dtype_size(tensors[a].second.dtype()) > dtype_size(tensors[b].second.dtype());
+  });
   size_t off = 0;
   std::vector<Tensor> host;
-  for (const auto& [name, t] : tensors) {
+  for (size_t i : order) {
+    const std::string& name = tensors[i].first;
+    const Tensor& t = tensors[i].second;
     LIGER_CHECK(name != "__metadata__" && !header.contains(name), "%s: duplicate or reserved tensor name '%s'",
                 path.c_str(), name.c_str());
     Tensor h = t.device() == Device::CPU ? t : t.to(Device::CPU);

@@ -5,7 +5,9 @@
 // size, the JSON, known dtypes, non-negative shapes whose byte size equals e - b, offsets inside the data and
 // not overlapping. A violation is a liger::Error naming the file and the tensor.
 //
-// Files are mmapped; tensor() returns a zero-copy CPU view that keeps the mapping alive.
+// Files are mmapped; tensor() returns a zero-copy CPU view that keeps the mapping alive (or, for a tensor whose offset
+// is not a multiple of its element size, an aligned copy). write_safetensors orders the data by decreasing element
+// size, so the files it writes are always aligned.
 #pragma once
 
 #include <map>

@@ -58,7 +58,7 @@ void account(Device device, int64_t delta) {
   }
 }
 
-constexpr size_t kCpuAlign = 64;
+constexpr size_t kCpuAlign = 256;  // = Arena::kAlign: arenas carve 256-byte aligned tensors from one block
 
 void* device_alloc(Device device, size_t bytes) {
   if (device == Device::CPU) {
@@ -252,7 +252,7 @@ void copy(Tensor dst, const Tensor& src) {
   }
   // Different dtypes with a device involved: convert on the host (used for loading and tests, not hot paths).
   Tensor hs = src.device() == Device::CPU ? src : src.to(Device::CPU);
-  Tensor hd = empty(dst.shape(), dst.dtype(), Device::CPU);
+  Tensor hd = Tensor::empty(dst.shape(), dst.dtype(), Device::CPU);
   convert_host(hd.data(), hd.dtype(), hs.data(), hs.dtype(), hs.numel());
   CUDA_CHECK(cudaMemcpy(dst.data(), hd.data(), hd.nbytes(), cudaMemcpyDefault));
 #else
