@@ -42,7 +42,7 @@ void read_rope(const Json& j, const std::string& file, ModelConfig* c) {
                 "%s: rope llama3 parameters are out of range", file.c_str());
     return;
   }
-  LIGER_FAIL("%s: rope type '%s' is not supported (supported: default, llama3)", file.c_str(), type.c_str());
+  LIGER_FAIL("%s: key 'rope_type' = '%s' is not supported (supported: default, llama3)", file.c_str(), type.c_str());
 }
 
 int32_t first_token_id(const Json& j, const std::string& key, const std::string& file) {
@@ -68,12 +68,22 @@ void validate(const ModelConfig& c, const std::string& file) {
   positive(c.head_dim, "head_dim");
   positive(c.d_ff, "intermediate_size");
   positive(c.vocab_size, "vocab_size");
+  // Upper bounds far above any real model keep every size product (parameter counts, tensor shapes) inside int64.
+  auto at_most = [&](int64_t v, int64_t hi, const char* key) {
+    LIGER_CHECK(v <= hi, "%s: key '%s' = %lld is larger than liger supports (%lld)", file.c_str(), key,
+                static_cast<long long>(v), static_cast<long long>(hi));
+  };
+  at_most(c.n_layers, 1 << 12, "num_hidden_layers");
+  at_most(c.d_model, 1 << 18, "hidden_size");
+  at_most(c.n_heads, 1 << 12, "num_attention_heads");
+  at_most(c.head_dim, 1 << 12, "head_dim");
+  at_most(c.d_ff, 1 << 20, "intermediate_size");
+  at_most(c.vocab_size, 1 << 24, "vocab_size");
   LIGER_CHECK(c.n_heads % c.n_kv_heads == 0, "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
               file.c_str(), static_cast<long long>(c.n_heads), static_cast<long long>(c.n_kv_heads));
   LIGER_CHECK(c.head_dim % 2 == 0, "%s: head_dim %lld must be even for RoPE", file.c_str(),
               static_cast<long long>(c.head_dim));
   LIGER_CHECK(c.rms_eps > 0, "%s: rms_norm_eps must be positive", file.c_str());
-  LIGER_CHECK(c.vocab_size < (1ll << 31), "%s: vocab_size too large", file.c_str());
 }
 
 }  // namespace
