@@ -8,10 +8,11 @@ scripts/install_deps.sh
 scripts/build.sh
 status=0
 ctest --test-dir build --output-on-failure -j"$(nproc)" || status=$?
-# Skipped tests are listed, with their reason, so a skip is never silent.
-if grep -h "SKIPPED \]" build/Testing/Temporary/LastTest.log >/dev/null 2>&1; then
-  echo "---- skipped tests (reason printed by each test) ----"
-  grep -h -B1 "SKIPPED \]" build/Testing/Temporary/LastTest.log | grep -v "^--$" | grep -v "SKIPPED \] [0-9]* test" | sort -u
+# Skipped tests are counted with their reasons, so a skip is never silent.
+log=build/Testing/Temporary/LastTest.log
+if grep -q ": Skipped$" "$log" 2>/dev/null; then
+  echo "---- skipped tests: count and reason ----"
+  grep -A1 ": Skipped$" "$log" | grep -v -e "^--$" -e ": Skipped$" | sort | uniq -c
 fi
 scripts/fuzz.sh || status=$?
 exit $status

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
+
 namespace liger::test {
 
 // The repository and ../shared as the build saw them; the environment variables LIGER_SOURCE_DIR / LIGER_SHARED_DIR
@@ -49,6 +51,43 @@ inline double max_abs_error(const std::vector<float>& out, const std::vector<flo
     m = std::max(m, std::fabs(static_cast<double>(out[i]) - ref[i]));
   }
   return m;
+}
+
+// Runs fn and checks that it throws a liger::Error whose message is one line containing every string of `parts`
+// (file names, tensor names, keys). Any other exception, or none, is a failure.
+template <typename Fn>
+::testing::AssertionResult throws_error(Fn&& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const std::string& p : parts) {
+      if (msg.find(p) == std::string::npos)
+        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not contain \"" << p << "\"";
+    }
+    if (msg.find('\n') != std::string::npos)
+      return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-liger exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+// Nearest value of a binary format with `mant_bits` stored mantissa bits and minimum normal exponent `emin`
+// (subnormals below 2^emin have the fixed spacing 2^(emin - mant_bits)), ties to even, computed in fp64 without
+// looking at bit patterns: the representable grid around x has spacing ulp = 2^(max(floor(log2|x|), emin) - mant_bits),
+// and std::nearbyint (default rounding mode: to nearest, ties to even) picks the grid point. Overflow is not handled
+// here (callers stay below the format's maximum). bf16: (7, -126); f16: (10, -14).
+inline double round_to_format(double x, int mant_bits, int emin) {
+  if (x == 0.0) return x;
+  int e = static_cast<int>(std::floor(std::log2(std::fabs(x))));
+  // log2 can be off by one at exact powers of two; fix e so that 2^e <= |x| < 2^(e+1).
+  if (std::ldexp(1.0, e) > std::fabs(x)) e--;
+  if (std::ldexp(1.0, e + 1) <= std::fabs(x)) e++;
+  if (e < emin) e = emin;
+  const double ulp = std::ldexp(1.0, e - mant_bits);
+  return std::nearbyint(x / ulp) * ulp;
 }
 
 // A fresh temporary directory, removed when the object goes out of scope.

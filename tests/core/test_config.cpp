@@ -19,25 +19,11 @@ namespace fs = std::filesystem;
 namespace liger {
 namespace {
 
+using test::round_to_format;
+using test::throws_error;
+
 using Rope = ops::RopeConfig;
 
-template <typename Fn>
-::testing::AssertionResult throws_error(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const std::string& p : parts) {
-      if (msg.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not contain \"" << p << "\"";
-    }
-    if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line: " << msg;
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-liger exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
 Json read_json(const std::string& path) {
   std::ifstream f(path);

@@ -17,9 +17,13 @@
 #include "core/json.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "tests/common/test_util.h"
 
 namespace liger {
 namespace {
+
+using test::round_to_format;
+using test::throws_error;
 
 // ---- helpers ------------------------------------------------------------------------------------------------------
 
@@ -34,41 +38,7 @@ float f32_from_bits(uint32_t u) {
   return f;
 }
 
-// Runs fn, expects a liger::Error whose message contains every string of `parts`.
-template <typename Fn>
-::testing::AssertionResult throws_error(Fn&& fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const char* p : parts) {
-      if (msg.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not contain \"" << p << "\"";
-    }
-    if (msg.find('\n') != std::string::npos)
-      return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-liger exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
-// Nearest value of a binary format with `mant_bits` stored mantissa bits and minimum normal exponent `emin`
-// (subnormals below 2^emin have the fixed spacing 2^(emin - mant_bits)), ties to even, computed in fp64 without
-// looking at bit patterns: the representable grid around x has spacing ulp = 2^(max(floor(log2|x|), emin) - mant_bits),
-// and std::nearbyint (default rounding mode: to nearest, ties to even) picks the grid point. Overflow is not handled
-// here (callers stay below the format's maximum).
-double round_to_format(double x, int mant_bits, int emin) {
-  if (x == 0.0) return x;
-  int e = static_cast<int>(std::floor(std::log2(std::fabs(x))));
-  // log2 can be off by one at exact powers of two; fix e so that 2^e <= |x| < 2^(e+1).
-  if (std::ldexp(1.0, e) > std::fabs(x)) e--;
-  if (std::ldexp(1.0, e + 1) <= std::fabs(x)) e++;
-  if (e < emin) e = emin;
-  const double ulp = std::ldexp(1.0, e - mant_bits);
-  return std::nearbyint(x / ulp) * ulp;
-}
 double round_bf16(double x) { return round_to_format(x, 7, -126); }
 double round_f16(double x) { return round_to_format(x, 10, -14); }
 

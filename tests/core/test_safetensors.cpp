@@ -22,6 +22,9 @@ namespace fs = std::filesystem;
 namespace liger {
 namespace {
 
+using test::round_to_format;
+using test::throws_error;
+
 using test::TempDir;  // a fresh directory under the system temp dir, removed at the end of the test
 
 void write_file(const std::string& path, const std::string& bytes) {
@@ -43,24 +46,6 @@ std::string image(const std::string& header, const std::string& data, uint64_t d
 }
 std::string image(const std::string& header, const std::string& data) { return image(header, data, header.size()); }
 
-// Runs fn, expects a liger::Error whose (one-line) message contains every string of `parts`.
-template <typename Fn>
-::testing::AssertionResult throws_error(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const std::string& p : parts) {
-      if (msg.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not contain \"" << p << "\"";
-    }
-    if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line: " << msg;
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-liger exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
 Tensor random_f32(Shape s, Rng& rng) {
   Tensor t = Tensor::empty(s, DType::F32, Device::CPU);

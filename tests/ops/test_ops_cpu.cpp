@@ -30,9 +30,13 @@
 #include "ops/sampling.h"
 #include "ops/softmax.h"
 #include "ops/swiglu.h"
+#include "tests/common/test_util.h"
 
 namespace liger {
 namespace {
+
+using test::round_to_format;
+using test::throws_error;
 
 constexpr double kTol = 1e-5;
 const double kPi = 3.14159265358979323846;
@@ -79,22 +83,6 @@ std::vector<double> f64(const Tensor& t) {
   return close(out.to_f32_vector(), ref, tol);
 }
 
-template <typename Fn>
-::testing::AssertionResult throws_error(Fn&& fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const char* p : parts) {
-      if (msg.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not contain \"" << p << "\"";
-    }
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-liger exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
 // A tensor tagged as CUDA memory (never dereferenced: the device check rejects it first).
 Tensor fake_cuda(const Tensor& host) { return Tensor(host.data(), host.shape(), host.dtype(), Device::CUDA); }
@@ -611,17 +599,6 @@ TEST(Ops, Add) {
 
 // ---- convert, fill_normal ---------------------------------------------------------------------------------------------
 
-// The nearest value of a binary format with `mant_bits` stored mantissa bits and smallest normal exponent `emin`,
-// ties to even, by fp64 arithmetic on the grid of representable values (no bit manipulation).
-double round_to_format(double x, int mant_bits, int emin) {
-  if (x == 0.0) return x;
-  int e = static_cast<int>(std::floor(std::log2(std::fabs(x))));
-  if (std::ldexp(1.0, e) > std::fabs(x)) e--;
-  if (std::ldexp(1.0, e + 1) <= std::fabs(x)) e++;
-  e = std::max(e, emin);
-  const double ulp = std::ldexp(1.0, e - mant_bits);
-  return std::nearbyint(x / ulp) * ulp;
-}
 
 TEST(Ops, Convert) {
   Context ctx = Context::cpu();
