@@ -62,6 +62,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   });
   const double secs = t.seconds();
   std::fputs("\n", stdout);
+  std::fflush(stdout);
   if (!quiet) {
     LOG_INFO("prompt %zu tokens, generated %zu tokens in %.3f s (%.1f tok/s)", ids.size(), out.size(), secs,
              out.size() / (secs > 0 ? secs : 1e-9));
