@@ -17,6 +17,7 @@ void usage(FILE* f) {
   std::fprintf(f,
                "usage: liger <command> [options]   (liger <command> --help for the options of one)\n\n"
                "commands:\n"
+               "  convert    HF model directory -> Liger model directory (gla, hgrn2, gsa; ablations; hybrid)\n"
                "  generate   generate text from a model directory (HF or Liger)\n"
                "  bench      benchmarks: `liger bench forward --shape llama3-8b --seq 1024 --device cuda`\n");
 }
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   const bool verbose = std::getenv("LIGER_VERBOSE") != nullptr;
   try {
+    if (cmd == "convert") return liger::cli::cmd_convert(args);
     if (cmd == "generate") return liger::cli::cmd_generate(args);
     if (cmd == "bench") return liger::cli::cmd_bench(args);
     std::fprintf(stderr, "liger: unknown command '%s'\n", cmd.c_str());

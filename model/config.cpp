@@ -141,7 +141,91 @@ ModelConfig load_model_config(const std::string& path) {
   c.eos_id = first_token_id(j, "eos_token_id", path);
   read_rope(j, path, &c);
   validate(c, path);
+  if (j.contains("liger")) {
+    c.is_liger = true;
+    c.liger = parse_liger_config(j.at("liger"), path, c);
+  }
   return c;
+}
+
+bool LigerConfig::is_softmax_layer(int64_t layer) const {
+  for (int64_t l : softmax_layers)
+    if (l == layer) return true;
+  return false;
+}
+
+const char* LigerConfig::variant_name() const {
+  switch (variant) {
+    case Variant::Gla: return "gla";
+    case Variant::Hgrn2: return "hgrn2";
+    case Variant::Gsa: return "gsa";
+  }
+  return "?";
+}
+
+LigerConfig parse_liger_config(const Json& s, const std::string& file, const ModelConfig& base) {
+  const std::string where = file + " (liger)";
+  LIGER_CHECK(s.is_object(), "%s: key 'liger' must be an object", file.c_str());
+  static const char* known[] = {"variant", "window", "mix_swa", "mix_recurrent", "gate", "gate_source",
+                                "gsa_slots", "softmax_layers", "chunk"};
+  for (auto it = s.begin(); it != s.end(); ++it) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || it.key() == k;
+    LIGER_CHECK(ok, "%s: unknown key '%s'", where.c_str(), it.key().c_str());
+  }
+  LigerConfig lc;
+  const std::string variant = json_string(s, "variant", where);
+  if (variant == "gla") lc.variant = LigerConfig::Variant::Gla;
+  else if (variant == "hgrn2") lc.variant = LigerConfig::Variant::Hgrn2;
+  else if (variant == "gsa") lc.variant = LigerConfig::Variant::Gsa;
+  else LIGER_FAIL("%s: key 'variant' = '%s' (use gla, hgrn2 or gsa)", where.c_str(), variant.c_str());
+  if (json_has(s, "window")) lc.window = json_int(s, "window", where);
+  if (json_has(s, "mix_swa")) lc.mix_swa = json_number(s, "mix_swa", where);
+  if (json_has(s, "mix_recurrent")) lc.mix_recurrent = json_number(s, "mix_recurrent", where);
+  if (json_has(s, "gate")) lc.gate = json_bool(s, "gate", where);
+  if (json_has(s, "gate_source")) {
+    const std::string g = json_string(s, "gate_source", where);
+    if (g == "q") lc.gate_source = LigerConfig::GateSource::Q;
+    else if (g == "k") lc.gate_source = LigerConfig::GateSource::K;
+    else if (g == "v") lc.gate_source = LigerConfig::GateSource::V;
+    else LIGER_FAIL("%s: key 'gate_source' = '%s' (use q, k or v)", where.c_str(), g.c_str());
+  }
+  if (json_has(s, "gsa_slots")) lc.gsa_slots = json_int(s, "gsa_slots", where);
+  if (json_has(s, "chunk")) lc.chunk = json_int(s, "chunk", where);
+  if (json_has(s, "softmax_layers")) {
+    const Json& a = s.at("softmax_layers");
+    LIGER_CHECK(a.is_array(), "%s: key 'softmax_layers' must be a list of layer indices", where.c_str());
+    for (const Json& x : a) {
+      LIGER_CHECK(x.is_number_integer(), "%s: key 'softmax_layers' must hold integers", where.c_str());
+      const int64_t l = x.get<int64_t>();
+      LIGER_CHECK(l >= 0 && l < base.n_layers, "%s: key 'softmax_layers': layer %lld does not exist (%lld layers)",
+                  where.c_str(), static_cast<long long>(l), static_cast<long long>(base.n_layers));
+      lc.softmax_layers.push_back(l);
+    }
+  }
+  LIGER_CHECK(lc.window >= 0, "%s: key 'window' must be >= 0", where.c_str());
+  LIGER_CHECK(lc.mix_swa >= 0 && lc.mix_recurrent >= 0 && lc.mix_swa + lc.mix_recurrent > 0,
+              "%s: keys 'mix_swa' and 'mix_recurrent' must be >= 0 and not both 0", where.c_str());
+  LIGER_CHECK(lc.chunk >= 1 && lc.chunk <= 4096, "%s: key 'chunk' must be in [1, 4096]", where.c_str());
+  LIGER_CHECK(lc.gate || lc.variant == LigerConfig::Variant::Gla,
+              "%s: key 'gate' = false is only meaningful for the gla variant (hgrn2 and gsa write with 1 - gate)",
+              where.c_str());
+  if (lc.variant == LigerConfig::Variant::Gsa) {
+    LIGER_CHECK(lc.gsa_slots >= 1 && base.head_dim % lc.gsa_slots == 0,
+                "%s: key 'gsa_slots' = %lld must divide head_dim %lld", where.c_str(),
+                static_cast<long long>(lc.gsa_slots), static_cast<long long>(base.head_dim));
+  }
+  return lc;
+}
+
+Json liger_config_to_json(const LigerConfig& lc) {
+  const char* gs = lc.gate_source == LigerConfig::GateSource::Q ? "q"
+                   : lc.gate_source == LigerConfig::GateSource::K ? "k" : "v";
+  Json j = {{"variant", lc.variant_name()}, {"window", lc.window},     {"mix_swa", lc.mix_swa},
+            {"mix_recurrent", lc.mix_recurrent}, {"gate", lc.gate}, {"gate_source", gs},
+            {"softmax_layers", lc.softmax_layers}, {"chunk", lc.chunk}};
+  if (lc.variant == LigerConfig::Variant::Gsa) j["gsa_slots"] = lc.gsa_slots;
+  return j;
 }
 
 int64_t ModelConfig::n_params() const {
@@ -155,11 +239,17 @@ int64_t ModelConfig::n_params() const {
 std::string ModelConfig::summary() const {
   const double p = static_cast<double>(n_params());
   const std::string params = p >= 1e9 ? strfmt("%.2fB", p / 1e9) : strfmt("%.2fM", p / 1e6);
-  return strfmt("%s: L=%lld D=%lld H=%lld HKV=%lld HS=%lld F=%lld V=%lld, %s params%s%s%s", model_type.c_str(),
+  std::string s = strfmt("%s: L=%lld D=%lld H=%lld HKV=%lld HS=%lld F=%lld V=%lld, %s params%s%s%s", model_type.c_str(),
                 static_cast<long long>(n_layers), static_cast<long long>(d_model), static_cast<long long>(n_heads),
                 static_cast<long long>(n_kv_heads), static_cast<long long>(head_dim), static_cast<long long>(d_ff),
                 static_cast<long long>(vocab_size), params.c_str(), tie_embeddings ? ", tied" : "",
                 qkv_bias ? ", qkv bias" : "", qk_norm ? ", qk norm" : "");
+  if (is_liger) {
+    s += strfmt(", liger %s (window %lld, mix swa %.2f / recurrent %.2f%s, %zu softmax layers)", liger.variant_name(),
+                static_cast<long long>(liger.window), liger.mix_swa, liger.mix_recurrent, liger.gate ? "" : ", no gate",
+                liger.softmax_layers.size());
+  }
+  return s;
 }
 
 ModelConfig model_config_for_shape(const std::string& name) {

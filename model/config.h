@@ -8,10 +8,34 @@
 #pragma once
 
 #include <string>
+#include <vector>
+
+#include "core/json.h"
 
 #include "ops/rope.h"
 
 namespace liger {
+
+// The Liger conversion of a model (liger-spec.md §2-§3), stored as the "liger" section of a Liger model directory's
+// config.json. Liger adds no parameters: every attention layer not listed in softmax_layers computes
+//   out = mix_swa * SWA(RoPE(q), RoPE(k), v) + mix_recurrent * Recurrent(q, k, v)
+// from the same (LoRA-adapted) q, k, v projections, then W_O as before.
+struct LigerConfig {
+  enum class Variant { Gla, Hgrn2, Gsa };
+  enum class GateSource { Q, K, V };
+  Variant variant = Variant::Gla;   // gla (default): logsigmoid(k)/16 gate, softmax feature maps; hgrn2; gsa
+  int64_t window = 64;              // SWA: previous tokens seen besides the current one (65 keys, spec §3.1)
+  double mix_swa = 0.5;             // weight of the sliding-window branch (0: the no-SWA ablation)
+  double mix_recurrent = 0.5;       // weight of the recurrent branch (0: the SWA-only ablation)
+  bool gate = true;                 // false: no decay (pure linear attention; GLA only)
+  GateSource gate_source = GateSource::K;  // projection the gate is pooled from (q is averaged over its GQA group)
+  int64_t gsa_slots = 64;           // GSA: slots per head M (must divide head_dim)
+  std::vector<int64_t> softmax_layers;     // layers kept as softmax attention (the inter-layer hybrid)
+  int64_t chunk = 64;               // chunk length of the chunked recurrence (any value gives the same result)
+
+  bool is_softmax_layer(int64_t layer) const;
+  const char* variant_name() const;
+};
 
 struct ModelConfig {
   std::string model_type;        // llama | mistral | qwen2 | qwen3
@@ -32,6 +56,8 @@ struct ModelConfig {
   int64_t sliding_window = 0;    // attention sees the last `sliding_window` keys incl. the current one; 0 = all
   int32_t bos_id = -1;           // bos_token_id (-1 when null)
   int32_t eos_id = -1;           // first eos_token_id (-1 when null)
+  bool is_liger = false;         // config.json has a "liger" section
+  LigerConfig liger;             // valid when is_liger
 
   // Tensor-parallel slice of this rank (tp = 1 until the distributed issue): local heads, KV heads, MLP width.
   int64_t tp_size = 1;
@@ -45,8 +71,11 @@ struct ModelConfig {
   std::string summary() const;  // one line for logs
 };
 
-// Reads `path` (an HF config.json). Errors name the file and the key.
+// Reads `path` (an HF config.json, with or without a "liger" section). Errors name the file and the key.
 ModelConfig load_model_config(const std::string& path);
+// The "liger" section: parse (errors name `file` and the key) and write.
+LigerConfig parse_liger_config(const Json& section, const std::string& file, const ModelConfig& base);
+Json liger_config_to_json(const LigerConfig& lc);
 
 // Built-in shapes for benchmarks (random weights): "llama3-8b", "llama3.2-1b", "llama3.2-3b", "mistral-7b",
 // "qwen2.5-7b", "stories260k".

@@ -14,7 +14,9 @@ std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& pro
   LIGER_CHECK(sc.top_p > 0.0f && sc.top_p <= 1.0f, "generate: --top-p must be in (0, 1], got %g", sc.top_p);
   const int64_t P = static_cast<int64_t>(prompt.size());
   const int64_t capacity = P + sc.max_new_tokens;
-  if (cfg.max_position > 0 && capacity > cfg.max_position) {
+  // Softmax layers cannot go past the trained context; a pure Liger model decodes in constant memory at any length.
+  const bool pure_liger = cfg.is_liger && cfg.liger.softmax_layers.empty();
+  if (!pure_liger && cfg.max_position > 0 && capacity > cfg.max_position) {
     LIGER_FAIL("generate: prompt (%lld tokens) + --max-new-tokens %lld exceed the model's max_position_embeddings %lld",
                static_cast<long long>(P), static_cast<long long>(sc.max_new_tokens),
                static_cast<long long>(cfg.max_position));

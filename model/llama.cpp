@@ -120,9 +120,23 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& cfg, Context& 
 
 KVCache LlamaModel::make_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
-  Shape s{cfg_.n_layers, batch, capacity, cfg_.local_kv_heads(), cfg_.head_dim};
-  c.k = Tensor::empty(s, dtype_, ctx_.device());
-  c.v = Tensor::empty(s, dtype_, ctx_.device());
+  c.batch = batch;
+  c.capacity = capacity;
+  c.k.resize(static_cast<size_t>(cfg_.n_layers));
+  c.v.resize(static_cast<size_t>(cfg_.n_layers));
+  c.liger.resize(static_cast<size_t>(cfg_.n_layers));
+  bool any_softmax = false;
+  for (int64_t l = 0; l < cfg_.n_layers; l++) {
+    if (is_liger_layer(l)) {
+      c.liger[static_cast<size_t>(l)] = make_liger_state(cfg_, batch, dtype_, ctx_.device());
+      continue;
+    }
+    any_softmax = true;
+    Shape s{batch, capacity, cfg_.local_kv_heads(), cfg_.head_dim};
+    c.k[static_cast<size_t>(l)] = Tensor::empty(s, dtype_, ctx_.device());
+    c.v[static_cast<size_t>(l)] = Tensor::empty(s, dtype_, ctx_.device());
+  }
+  if (!any_softmax) c.capacity = INT64_MAX;  // constant memory: nothing grows with the sequence
   return c;
 }
 
@@ -143,10 +157,10 @@ void LlamaModel::forward(const Tensor& ids, KVCache* cache, Tensor logits, bool 
   LIGER_CHECK(T > 0 && B > 0, "forward: empty batch");
   const int64_t pos0 = cache ? cache->length : 0;
   if (cache) {
-    LIGER_CHECK(cache->batch() == B, "forward: cache holds %lld sequences, batch has %lld",
-                static_cast<long long>(cache->batch()), static_cast<long long>(B));
-    LIGER_CHECK(pos0 + T <= cache->capacity(), "forward: %lld positions do not fit the cache of %lld",
-                static_cast<long long>(pos0 + T), static_cast<long long>(cache->capacity()));
+    LIGER_CHECK(cache->batch == B, "forward: cache holds %lld sequences, batch has %lld",
+                static_cast<long long>(cache->batch), static_cast<long long>(B));
+    LIGER_CHECK(pos0 + T <= cache->capacity, "forward: %lld positions do not fit the cache of %lld",
+                static_cast<long long>(pos0 + T), static_cast<long long>(cache->capacity));
   }
   LIGER_CHECK(logits.dtype() == DType::F32 && logits.device() == ctx_.device() &&
                   logits.shape() == Shape({B, last_only ? 1 : T, V}),
@@ -192,19 +206,24 @@ void LlamaModel::forward(const Tensor& ids, KVCache* cache, Tensor logits, bool 
       ops::rmsnorm(ctx, q.view({N * H, HS}), q.view({N * H, HS}), L.q_norm, static_cast<float>(c.rms_eps));
       ops::rmsnorm(ctx, k.view({N * HKV, HS}), k.view({N * HKV, HS}), L.k_norm, static_cast<float>(c.rms_eps));
     }
-    ops::rope(ctx, q.view({N, H, HS}), positions, inv_freq_);
-    ops::rope(ctx, k.view({N, HKV, HS}), positions, inv_freq_);
-    Tensor kk = k.view({B, T, HKV, HS}), vv = v.view({B, T, HKV, HS});
-    int64_t kv_len = T;
-    if (cache) {
-      kk = cache->k.row(l);  // (B, S, HKV, HS)
-      vv = cache->v.row(l);
-      ops::kv_write(ctx, kk, k.view({B, T, HKV, HS}), pos0);
-      ops::kv_write(ctx, vv, v.view({B, T, HKV, HS}), pos0);
-      kv_len = pos0 + T;
+    if (is_liger_layer(l)) {
+      liger_attention(ctx, c, att, q, k, v, positions, inv_freq_, B, T, pos0,
+                      cache ? &cache->liger[static_cast<size_t>(l)] : nullptr);
+    } else {
+      ops::rope(ctx, q.view({N, H, HS}), positions, inv_freq_);
+      ops::rope(ctx, k.view({N, HKV, HS}), positions, inv_freq_);
+      Tensor kk = k.view({B, T, HKV, HS}), vv = v.view({B, T, HKV, HS});
+      int64_t kv_len = T;
+      if (cache) {
+        kk = cache->k[static_cast<size_t>(l)];  // (B, S, HKV, HS)
+        vv = cache->v[static_cast<size_t>(l)];
+        ops::kv_write(ctx, kk, k.view({B, T, HKV, HS}), pos0);
+        ops::kv_write(ctx, vv, v.view({B, T, HKV, HS}), pos0);
+        kv_len = pos0 + T;
+      }
+      ops::attention(ctx, att.view({B, T, H, HS}), q.view({B, T, H, HS}), kk, vv, pos0, kv_len, scale,
+                     c.sliding_window);
     }
-    ops::attention(ctx, att.view({B, T, H, HS}), q.view({B, T, H, HS}), kk, vv, pos0, kv_len, scale,
-                   c.sliding_window);
     ops::matmul(ctx, x, att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
     // MLP block: x += down(silu(gate(xn)) * up(xn)).
     ops::rmsnorm(ctx, xn, x, L.mlp_norm, static_cast<float>(c.rms_eps));

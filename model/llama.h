@@ -14,6 +14,7 @@
 #include "core/arena.h"
 #include "core/context.h"
 #include "model/config.h"
+#include "model/liger_attention.h"
 
 namespace liger {
 
@@ -50,12 +51,15 @@ struct ActDesc {
 };
 std::vector<ActDesc> activation_table(const ModelConfig& cfg, int64_t B, int64_t T, DType dtype, bool last_only);
 
-// Keys and values of every layer for B sequences of up to S positions: k, v (L, B, S, HKV, HS).
+// What decoding carries from one forward to the next, for B sequences: per softmax-attention layer its keys and values
+// (B, S, HKV, HS) for up to S = capacity positions; per Liger layer its recurrent state and window ring buffer, whose
+// size does not grow with the sequence. A pure Liger model has no capacity limit.
 struct KVCache {
-  Tensor k, v;
-  int64_t length = 0;  // positions filled (the same for every sequence of the batch)
-  int64_t capacity() const { return k.dim(2); }
-  int64_t batch() const { return k.dim(1); }
+  std::vector<Tensor> k, v;            // L entries; undefined for Liger layers
+  std::vector<LigerLayerState> liger;  // L entries; empty for softmax layers
+  int64_t length = 0;                  // positions filled (the same for every sequence of the batch)
+  int64_t capacity = 0;                // positions the softmax layers can hold
+  int64_t batch = 0;
 };
 
 class LlamaModel {
@@ -71,7 +75,10 @@ class LlamaModel {
   Context& context() { return ctx_; }
   size_t weight_bytes() const { return weights_arena_.used(); }
 
+  // A cache for `batch` sequences of up to `capacity` positions (ignored by Liger layers).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // Whether layer l runs Liger attention (a Liger model, and l not kept as softmax attention).
+  bool is_liger_layer(int64_t l) const { return cfg_.is_liger && !cfg_.liger.is_softmax_layer(l); }
 
   // logits = forward of ids (B, T) i32 (host tensor) at positions cache->length .. +T-1; the keys/values are
   // appended to the cache (cache->length advances by T). Without a cache: positions 0..T-1, nothing kept.

@@ -90,9 +90,35 @@ TEST(Cli, BenchForwardRunsOnTheCpu) {
   EXPECT_NE(r.out.find("peak memory"), std::string::npos) << r.out;
 }
 
+TEST(Cli, ConvertThenGenerateThroughTheRecurrentDecode) {
+  TempDir tmp("cli");
+  const std::string out = tmp.file("liger_gla");
+  RunResult r = run_liger("convert --model " + source_path("assets/stories260K/hf") + " --out " + out +
+                              " --variant gla --window 16",
+                          tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(out + "/model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/tokenizer.model"));
+  Json c = read_json_file(out + "/config.json");
+  EXPECT_EQ(c["liger"]["variant"], "gla");
+  EXPECT_EQ(c["liger"]["window"], 16);
+  r = run_liger("generate --model " + out + " --prompt 'Once upon a time' --max-new-tokens 30 --quiet", tmp);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;
+  // Bad settings are one-line errors.
+  expect_one_line_error(run_liger("convert --model " + source_path("assets/stories260K/hf") + " --out " +
+                                      tmp.file("x") + " --variant mamba",
+                                  tmp),
+                        {"variant", "mamba"});
+  expect_one_line_error(run_liger("convert --model " + source_path("assets/stories260K/hf") + " --out " +
+                                      tmp.file("y") + " --variant gsa --gsa-slots 3",
+                                  tmp),
+                        {"gsa_slots", "head_dim"});
+}
+
 TEST(Cli, HelpOnEverySubcommand) {
   TempDir tmp("cli");
-  for (const char* sub : {"generate --help", "bench --help", "bench forward --help", "--help"}) {
+  for (const char* sub : {"convert --help", "generate --help", "bench --help", "bench forward --help", "--help"}) {
     RunResult r = run_liger(sub, tmp);
     EXPECT_EQ(r.exit_code, 0) << sub << ": " << r.err;
     EXPECT_NE(r.out.find("usage: liger"), std::string::npos) << sub;

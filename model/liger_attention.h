@@ -1,0 +1,34 @@
+// model/liger_attention.h — one Liger attention layer (liger-spec.md §2-§3, §6): from the projections q, k, v it
+// computes  mix_swa * SWA(RoPE(q), RoPE(k), v) + mix_recurrent * Recurrent(q, k, v).
+//
+// Two forms, equal to rounding (tests/model/test_liger.cpp):
+//  - no state: the training / evaluation form over whole sequences from position 0 (chunked recurrence, windowed
+//    attention over the sequence);
+//  - with a LigerLayerState: prefill or decode continuing from `pos0`; the recurrence starts from the carried state and
+//    the window reads the last `window` rotated keys/values kept in a ring buffer — so decoding is exact, unlike the
+//    reference Python code, which keeps no window cache (spec §6.3). Memory is constant in the sequence length.
+// The CPU (fp32) path only, in this version.
+#pragma once
+
+#include "core/context.h"
+#include "model/config.h"
+
+namespace liger {
+
+// The decode state of one Liger layer for B sequences.
+struct LigerLayerState {
+  Tensor ring_k, ring_v;  // (B, W, HKV, HS): rotated keys and values of the last W positions, slot = position % W
+  Tensor state;           // (B, HKV, K, HS) f32: the recurrent state (K = HS for gla/hgrn2, M slots for gsa)
+  Tensor slot_state;      // (B, HKV, M, HS) f32: gsa's first-pass state (keys into slots); empty otherwise
+};
+
+LigerLayerState make_liger_state(const ModelConfig& cfg, int64_t batch, DType dtype, Device device);
+
+// att (B*T, H*HS) = the layer's attention output before W_O, from q (B*T, H*HS), k and v (B*T, HKV*HS) — the
+// projections before RoPE — at positions pos0 .. pos0+T-1 (positions (B*T) i32 holds them). With st == nullptr,
+// pos0 must be 0. inv_freq (HS/2) f32 is the model's RoPE table.
+void liger_attention(Context& ctx, const ModelConfig& cfg, Tensor att, const Tensor& q, const Tensor& k,
+                     const Tensor& v, const Tensor& positions, const Tensor& inv_freq, int64_t B, int64_t T,
+                     int64_t pos0, LigerLayerState* st);
+
+}  // namespace liger

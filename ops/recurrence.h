@@ -1,0 +1,102 @@
+// ops/recurrence.h — the gated linear recurrences behind Liger attention (liger-spec.md §2).
+//
+// linear_recurrence: the gated-linear-attention form shared by GLA, HGRN2 and GSA's second pass. Per KV head j, with
+// a state S (K x Vd) that starts from `state` and is left there at the end:
+//     S_t = Diag(exp(g_t)) S_{t-1} + fk_t (x) v_t          (decay first, then the current token is added)
+//     out_t[h] = S_t^T fq_t[h]                              for every query head h of the group of j (scale 1)
+// In the parallel form: out_t = sum_{s<=t} sum_c fq_t[c] fk_s[c] exp(G_t[c] - G_s[c]) v_s with G the running sum of
+// the log-gates g <= 0 — computed chunk by chunk (within a chunk the exponents G_i - G_j, j <= i, are <= 0 and never
+// overflow), never as products of gates.
+//
+// slot_scores: GSA's first pass (keys into M slots). Per KV head, a state Kt (M x d):
+//     Kt_t = Diag(exp(g_t)) Kt_{t-1} + s_t (x) k_t ;   z_t[h] = Kt_t q_t[h]      (z in R^M)
+//
+// Both come as the chunked form (training and prefill) and the one-step form (decode); they agree to rounding.
+#pragma once
+
+#include "ops/common.h"
+
+namespace liger::ops {
+
+namespace cpu {
+void linear_recurrence(Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g, Tensor state,
+                       int64_t chunk);
+void linear_recurrence_step(Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g,
+                            Tensor state);
+void slot_scores(Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g, Tensor state,
+                 int64_t chunk);
+void slot_scores_step(Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g, Tensor state);
+}  // namespace cpu
+
+// Shapes: fq (B, T, H, K), fk (B, T, HKV, K), v (B, T, HKV, Vd), g (B, T, HKV, K) log-gates (<= 0),
+// state (B, HKV, K, Vd) f32 (in: the state before the first token; out: after the last), out (B, T, H, Vd) =.
+inline void check_recurrence(const char* op, const Tensor& out, const Tensor& fq, const Tensor& fk, const Tensor& v,
+                             const Tensor& g, const Tensor& state) {
+  LIGER_CHECK(fq.ndim() == 4 && fk.ndim() == 4 && v.ndim() == 4, "%s: inputs must be (B, T, heads, dim)", op);
+  const int64_t B = fq.dim(0), T = fq.dim(1), H = fq.dim(2), K = fq.dim(3), HKV = fk.dim(2), Vd = v.dim(3);
+  LIGER_CHECK(HKV > 0 && H % HKV == 0, "%s: %lld query heads do not group over %lld KV heads", op,
+              static_cast<long long>(H), static_cast<long long>(HKV));
+  check_shape(op, "fk", fk, {B, T, HKV, K});
+  check_shape(op, "v", v, {B, T, HKV, Vd});
+  check_shape(op, "g", g, {B, T, HKV, K});
+  check_shape(op, "state", state, {B, HKV, K, Vd});
+  check_shape(op, "out", out, {B, T, H, Vd});
+}
+
+inline void linear_recurrence(Context& ctx, Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v,
+                              const Tensor& g, Tensor state, int64_t chunk = 64) {
+  check_device(ctx, "linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
+  check_recurrence("linear_recurrence", out, fq, fk, v, g, state);
+  LIGER_CHECK(chunk >= 1, "linear_recurrence: chunk must be >= 1");
+  LIGER_CHECK(!ctx.is_cuda(), "linear_recurrence: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_f32("linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
+  cpu::linear_recurrence(out, fq, fk, v, g, state, chunk);
+}
+
+// The one-step form: T must be 1.
+inline void linear_recurrence_step(Context& ctx, Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v,
+                                   const Tensor& g, Tensor state) {
+  check_device(ctx, "linear_recurrence_step", {&out, &fq, &fk, &v, &g, &state});
+  check_recurrence("linear_recurrence_step", out, fq, fk, v, g, state);
+  LIGER_CHECK(fq.dim(1) == 1, "linear_recurrence_step: one token at a time (T = %lld)", static_cast<long long>(fq.dim(1)));
+  LIGER_CHECK(!ctx.is_cuda(), "linear_recurrence_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_f32("linear_recurrence_step", {&out, &fq, &fk, &v, &g, &state});
+  cpu::linear_recurrence_step(out, fq, fk, v, g, state);
+}
+
+// Shapes: q (B, T, H, d), k (B, T, HKV, d), s (B, T, HKV, M) slot write weights, g (B, T, HKV, M) log-gates,
+// state (B, HKV, M, d) f32, z (B, T, H, M) =.
+inline void check_slot_scores(const char* op, const Tensor& z, const Tensor& q, const Tensor& k, const Tensor& s,
+                              const Tensor& g, const Tensor& state) {
+  LIGER_CHECK(q.ndim() == 4 && k.ndim() == 4 && s.ndim() == 4, "%s: inputs must be (B, T, heads, dim)", op);
+  const int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), d = q.dim(3), HKV = k.dim(2), M = s.dim(3);
+  LIGER_CHECK(HKV > 0 && H % HKV == 0, "%s: %lld query heads do not group over %lld KV heads", op,
+              static_cast<long long>(H), static_cast<long long>(HKV));
+  check_shape(op, "k", k, {B, T, HKV, d});
+  check_shape(op, "s", s, {B, T, HKV, M});
+  check_shape(op, "g", g, {B, T, HKV, M});
+  check_shape(op, "state", state, {B, HKV, M, d});
+  check_shape(op, "z", z, {B, T, H, M});
+}
+
+inline void slot_scores(Context& ctx, Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g,
+                        Tensor state, int64_t chunk = 64) {
+  check_device(ctx, "slot_scores", {&z, &q, &k, &s, &g, &state});
+  check_slot_scores("slot_scores", z, q, k, s, g, state);
+  LIGER_CHECK(chunk >= 1, "slot_scores: chunk must be >= 1");
+  LIGER_CHECK(!ctx.is_cuda(), "slot_scores: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_f32("slot_scores", {&z, &q, &k, &s, &g, &state});
+  cpu::slot_scores(z, q, k, s, g, state, chunk);
+}
+
+inline void slot_scores_step(Context& ctx, Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g,
+                             Tensor state) {
+  check_device(ctx, "slot_scores_step", {&z, &q, &k, &s, &g, &state});
+  check_slot_scores("slot_scores_step", z, q, k, s, g, state);
+  LIGER_CHECK(q.dim(1) == 1, "slot_scores_step: one token at a time (T = %lld)", static_cast<long long>(q.dim(1)));
+  LIGER_CHECK(!ctx.is_cuda(), "slot_scores_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_f32("slot_scores_step", {&z, &q, &k, &s, &g, &state});
+  cpu::slot_scores_step(z, q, k, s, g, state);
+}
+
+}  // namespace liger::ops
