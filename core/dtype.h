@@ -7,7 +7,8 @@
 
 namespace liger {
 
-enum class DType : uint8_t { F32, BF16, F16, I32, I64 };
+// F64 is for the CPU only: fp64 references and finite-difference gradient checks.
+enum class DType : uint8_t { F32, BF16, F16, I32, I64, F64 };
 enum class Device : uint8_t { CPU, CUDA };
 
 size_t dtype_size(DType dt);

@@ -33,6 +33,7 @@ bool st_to_dtype(const std::string& s, DType* out) {
   else if (s == "F16") *out = DType::F16;
   else if (s == "I32") *out = DType::I32;
   else if (s == "I64") *out = DType::I64;
+  else if (s == "F64") *out = DType::F64;
   else return false;
   return true;
 }
@@ -44,6 +45,7 @@ const char* dtype_to_st(DType d) {
     case DType::F16: return "F16";
     case DType::I32: return "I32";
     case DType::I64: return "I64";
+    case DType::F64: return "F64";
   }
   return "?";
 }

@@ -188,24 +188,26 @@ Tensor Tensor::to(Device device, DType dtype) const {
 }
 
 namespace {
-bool is_float(DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; }
+bool is_float(DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16 || d == DType::F64; }
 
-float load_f(const void* p, DType d, int64_t i) {
+double load_f(const void* p, DType d, int64_t i) {
   switch (d) {
+    case DType::F64: return static_cast<const double*>(p)[i];
     case DType::F32: return static_cast<const float*>(p)[i];
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
-    case DType::I32: return static_cast<float>(static_cast<const int32_t*>(p)[i]);
-    case DType::I64: return static_cast<float>(static_cast<const int64_t*>(p)[i]);
+    case DType::I32: return static_cast<double>(static_cast<const int32_t*>(p)[i]);
+    case DType::I64: return static_cast<double>(static_cast<const int64_t*>(p)[i]);
   }
   return 0;
 }
 
-void store_f(void* p, DType d, int64_t i, float v) {
+void store_f(void* p, DType d, int64_t i, double v) {
   switch (d) {
-    case DType::F32: static_cast<float*>(p)[i] = v; break;
-    case DType::BF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); break;
-    case DType::F16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
+    case DType::F64: static_cast<double*>(p)[i] = v; break;
+    case DType::F32: static_cast<float*>(p)[i] = static_cast<float>(v); break;
+    case DType::BF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(static_cast<float>(v)); break;
+    case DType::F16: static_cast<uint16_t*>(p)[i] = f32_to_f16(static_cast<float>(v)); break;
     default: LIGER_ASSERT(false);
   }
 }
@@ -264,7 +266,7 @@ std::vector<float> Tensor::to_f32_vector() const {
   Tensor h = device_ == Device::CPU ? *this : to(Device::CPU);
   LIGER_CHECK(is_float(dtype_), "to_f32_vector: tensor is %s", dtype_name(dtype_));
   std::vector<float> v(static_cast<size_t>(numel()));
-  for (int64_t i = 0; i < numel(); i++) v[static_cast<size_t>(i)] = load_f(h.data(), dtype_, i);
+  for (int64_t i = 0; i < numel(); i++) v[static_cast<size_t>(i)] = static_cast<float>(load_f(h.data(), dtype_, i));
   return v;
 }
 

@@ -16,7 +16,9 @@ namespace {
 using Variant = LigerConfig::Variant;
 
 // log(sigmoid(x)) without overflow: min(x, 0) - log1p(exp(-|x|)).
-inline float logsigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::fabs(x))); }
+inline float logsigmoid(float x) {
+  return std::min(x, 0.0f) - std::log1p(std::exp(-std::fabs(x)));
+}
 
 // Softmax over the last dimension of a (rows, n) block, in place.
 void softmax_rows(float* x, int64_t rows, int64_t n) {
@@ -39,9 +41,12 @@ Tensor copy_of(const Tensor& t) {
 Tensor gate_source(const ModelConfig& cfg, const Tensor& q, const Tensor& k, const Tensor& v, int64_t N) {
   const int64_t H = cfg.local_heads(), HKV = cfg.local_kv_heads(), HS = cfg.head_dim, G = H / HKV;
   switch (cfg.liger.gate_source) {
-    case LigerConfig::GateSource::K: return k.view({N, HKV, HS});
-    case LigerConfig::GateSource::V: return v.view({N, HKV, HS});
-    case LigerConfig::GateSource::Q: break;
+    case LigerConfig::GateSource::K:
+      return k.view({N, HKV, HS});
+    case LigerConfig::GateSource::V:
+      return v.view({N, HKV, HS});
+    case LigerConfig::GateSource::Q:
+      break;
   }
   Tensor src = Tensor::zeros({N, HKV, HS}, DType::F32, Device::CPU);
   for (int64_t n = 0; n < N; n++)
@@ -61,8 +66,10 @@ void recurrent_branch(Context& ctx, const ModelConfig& cfg, Tensor rec, const Te
   const bool step = st != nullptr && T == 1;
   auto run = [&](Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& g, const Shape& state_shape) {
     Tensor state = st ? st->state : Tensor::zeros(state_shape, DType::F32, Device::CPU);
-    if (step) ops::linear_recurrence_step(ctx, out, fq, fk, v4, g, state);
-    else ops::linear_recurrence(ctx, out, fq, fk, v4, g, state, lc.chunk);
+    if (step)
+      ops::linear_recurrence_step(ctx, out, fq, fk, v4, g, state);
+    else
+      ops::linear_recurrence(ctx, out, fq, fk, v4, g, state, lc.chunk);
   };
 
   if (lc.variant == Variant::Gla || lc.variant == Variant::Hgrn2) {
@@ -107,8 +114,10 @@ void recurrent_branch(Context& ctx, const ModelConfig& cfg, Tensor rec, const Te
   Tensor z = Tensor::empty({B, T, H, M}, DType::F32, Device::CPU);
   Tensor slot_state = st ? st->slot_state : Tensor::zeros({B, HKV, M, HS}, DType::F32, Device::CPU);
   const Tensor q4 = q.view({B, T, H, HS}), k4 = k.view({B, T, HKV, HS});
-  if (step) ops::slot_scores_step(ctx, z, q4, k4, sw, g, slot_state);
-  else ops::slot_scores(ctx, z, q4, k4, sw, g, slot_state, lc.chunk);
+  if (step)
+    ops::slot_scores_step(ctx, z, q4, k4, sw, g, slot_state);
+  else
+    ops::slot_scores(ctx, z, q4, k4, sw, g, slot_state, lc.chunk);
   softmax_rows(z.ptr<float>(), N * H, M);
   run(rec, z, sw, g, {B, HKV, M, HS});
 }

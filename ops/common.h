@@ -26,12 +26,25 @@ inline void check_shape(const char* op, const char* name, const Tensor& t, const
               want.str().c_str());
 }
 
-inline bool is_float_dtype(DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; }
+inline bool is_float_dtype(DType d) {
+  return d == DType::F32 || d == DType::BF16 || d == DType::F16 || d == DType::F64;
+}
 
 // The CPU reference path computes in fp32 only.
 inline void check_cpu_f32(const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts) {
     LIGER_CHECK(t->dtype() == DType::F32, "%s: the CPU path takes f32 tensors, got %s", op, dtype_name(t->dtype()));
+  }
+}
+
+// CPU reference ops that also run in fp64 (for finite-difference gradient checks): every tensor f32, or every tensor
+// f64.
+inline void check_cpu_float(const char* op, std::initializer_list<const Tensor*> ts) {
+  const DType first = (*ts.begin())->dtype();
+  LIGER_CHECK(first == DType::F32 || first == DType::F64, "%s: the CPU path takes f32 (or f64) tensors, got %s", op,
+              dtype_name(first));
+  for (const Tensor* t : ts) {
+    LIGER_CHECK(t->dtype() == first, "%s: tensors mix %s and %s", op, dtype_name(first), dtype_name(t->dtype()));
   }
 }
 

@@ -26,6 +26,10 @@ void linear_recurrence_step(Tensor out, const Tensor& fq, const Tensor& fk, cons
 void slot_scores(Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g, Tensor state,
                  int64_t chunk);
 void slot_scores_step(Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g, Tensor state);
+void linear_recurrence_backward(Tensor dfq, Tensor dfk, Tensor dv, Tensor dg, const Tensor& dout, const Tensor& fq,
+                                const Tensor& fk, const Tensor& v, const Tensor& g, const Tensor& state0);
+void slot_scores_backward(Tensor dq, Tensor dk, Tensor ds, Tensor dg, const Tensor& dz, const Tensor& q,
+                          const Tensor& k, const Tensor& s, const Tensor& g, const Tensor& state0);
 }  // namespace cpu
 
 // Shapes: fq (B, T, H, K), fk (B, T, HKV, K), v (B, T, HKV, Vd), g (B, T, HKV, K) log-gates (<= 0),
@@ -48,8 +52,9 @@ inline void linear_recurrence(Context& ctx, Tensor out, const Tensor& fq, const 
   check_device(ctx, "linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
   check_recurrence("linear_recurrence", out, fq, fk, v, g, state);
   LIGER_CHECK(chunk >= 1, "linear_recurrence: chunk must be >= 1");
-  LIGER_CHECK(!ctx.is_cuda(), "linear_recurrence: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
-  check_cpu_f32("linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
+  LIGER_CHECK(!ctx.is_cuda(),
+              "linear_recurrence: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_float("linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
   cpu::linear_recurrence(out, fq, fk, v, g, state, chunk);
 }
 
@@ -58,9 +63,11 @@ inline void linear_recurrence_step(Context& ctx, Tensor out, const Tensor& fq, c
                                    const Tensor& g, Tensor state) {
   check_device(ctx, "linear_recurrence_step", {&out, &fq, &fk, &v, &g, &state});
   check_recurrence("linear_recurrence_step", out, fq, fk, v, g, state);
-  LIGER_CHECK(fq.dim(1) == 1, "linear_recurrence_step: one token at a time (T = %lld)", static_cast<long long>(fq.dim(1)));
-  LIGER_CHECK(!ctx.is_cuda(), "linear_recurrence_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
-  check_cpu_f32("linear_recurrence_step", {&out, &fq, &fk, &v, &g, &state});
+  LIGER_CHECK(fq.dim(1) == 1, "linear_recurrence_step: one token at a time (T = %lld)",
+              static_cast<long long>(fq.dim(1)));
+  LIGER_CHECK(!ctx.is_cuda(),
+              "linear_recurrence_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_float("linear_recurrence_step", {&out, &fq, &fk, &v, &g, &state});
   cpu::linear_recurrence_step(out, fq, fk, v, g, state);
 }
 
@@ -85,7 +92,7 @@ inline void slot_scores(Context& ctx, Tensor z, const Tensor& q, const Tensor& k
   check_slot_scores("slot_scores", z, q, k, s, g, state);
   LIGER_CHECK(chunk >= 1, "slot_scores: chunk must be >= 1");
   LIGER_CHECK(!ctx.is_cuda(), "slot_scores: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
-  check_cpu_f32("slot_scores", {&z, &q, &k, &s, &g, &state});
+  check_cpu_float("slot_scores", {&z, &q, &k, &s, &g, &state});
   cpu::slot_scores(z, q, k, s, g, state, chunk);
 }
 
@@ -94,9 +101,44 @@ inline void slot_scores_step(Context& ctx, Tensor z, const Tensor& q, const Tens
   check_device(ctx, "slot_scores_step", {&z, &q, &k, &s, &g, &state});
   check_slot_scores("slot_scores_step", z, q, k, s, g, state);
   LIGER_CHECK(q.dim(1) == 1, "slot_scores_step: one token at a time (T = %lld)", static_cast<long long>(q.dim(1)));
-  LIGER_CHECK(!ctx.is_cuda(), "slot_scores_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
-  check_cpu_f32("slot_scores_step", {&z, &q, &k, &s, &g, &state});
+  LIGER_CHECK(!ctx.is_cuda(),
+              "slot_scores_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+  check_cpu_float("slot_scores_step", {&z, &q, &k, &s, &g, &state});
   cpu::slot_scores_step(z, q, k, s, g, state);
+}
+
+// Backward of linear_recurrence over whole sequences starting from state0 (the training form; the final state's
+// gradient is taken as zero): dfq (B, T, H, K), dfk (B, T, HKV, K), dv (B, T, HKV, Vd), dg (B, T, HKV, K) =, from
+// dout (B, T, H, Vd). CPU (f32 or f64) only for now.
+inline void linear_recurrence_backward(Context& ctx, Tensor dfq, Tensor dfk, Tensor dv, Tensor dg, const Tensor& dout,
+                                       const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g,
+                                       const Tensor& state0) {
+  const char* op = "linear_recurrence_backward";
+  check_device(ctx, op, {&dfq, &dfk, &dv, &dg, &dout, &fq, &fk, &v, &g, &state0});
+  check_recurrence(op, dout, fq, fk, v, g, state0);
+  check_shape(op, "dfq", dfq, fq.shape());
+  check_shape(op, "dfk", dfk, fk.shape());
+  check_shape(op, "dv", dv, v.shape());
+  check_shape(op, "dg", dg, g.shape());
+  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+  check_cpu_float(op, {&dfq, &dfk, &dv, &dg, &dout, &fq, &fk, &v, &g, &state0});
+  cpu::linear_recurrence_backward(dfq, dfk, dv, dg, dout, fq, fk, v, g, state0);
+}
+
+// Backward of slot_scores from state0: dq (B, T, H, d), dk (B, T, HKV, d), ds and dg (B, T, HKV, M) =, from dz.
+inline void slot_scores_backward(Context& ctx, Tensor dq, Tensor dk, Tensor ds, Tensor dg, const Tensor& dz,
+                                 const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g,
+                                 const Tensor& state0) {
+  const char* op = "slot_scores_backward";
+  check_device(ctx, op, {&dq, &dk, &ds, &dg, &dz, &q, &k, &s, &g, &state0});
+  check_slot_scores(op, dz, q, k, s, g, state0);
+  check_shape(op, "dq", dq, q.shape());
+  check_shape(op, "dk", dk, k.shape());
+  check_shape(op, "ds", ds, s.shape());
+  check_shape(op, "dg", dg, g.shape());
+  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+  check_cpu_float(op, {&dq, &dk, &ds, &dg, &dz, &q, &k, &s, &g, &state0});
+  cpu::slot_scores_backward(dq, dk, ds, dg, dz, q, k, s, g, state0);
 }
 
 }  // namespace liger::ops

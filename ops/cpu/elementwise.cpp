@@ -17,6 +17,10 @@ void fill_normal(Tensor t, uint64_t seed, float mean, float std) {
     for (int64_t i = 0; i < n; i++) t.ptr<float>()[i] = mean + std * hash_normal(seed, static_cast<uint64_t>(i));
     return;
   }
+  if (t.dtype() == DType::F64) {
+    for (int64_t i = 0; i < n; i++) t.ptr<double>()[i] = mean + std * hash_normal(seed, static_cast<uint64_t>(i));
+    return;
+  }
   for (int64_t i = 0; i < n; i++) {
     float v = mean + std * hash_normal(seed, static_cast<uint64_t>(i));
     t.ptr<uint16_t>()[i] = t.dtype() == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);

@@ -149,16 +149,20 @@ TEST(Safetensors, WriteRejectsReservedAndDuplicateNames) {
 }
 
 TEST(Safetensors, UnsupportedDtypeOpensButTensorIsError) {
-  // F64 and U8 are valid safetensors dtypes that liger does not load: the file opens, tensor() names the tensor.
+  // BOOL and U8 are valid safetensors dtypes that liger does not load: the file opens, tensor() names the tensor.
+  // (F64 is loaded, for fp64 references.)
   std::string hdr =
       R"({"dbl": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]},)"
-      R"( "u8": {"dtype": "U8", "shape": [3], "data_offsets": [16, 19]}})";
-  auto f = SafetensorsFile::from_bytes(image(hdr, std::string(19, '\x01')), "weights-f64.safetensors");
+      R"( "flag": {"dtype": "BOOL", "shape": [2], "data_offsets": [16, 18]},)"
+      R"( "u8": {"dtype": "U8", "shape": [3], "data_offsets": [18, 21]}})";
+  auto f = SafetensorsFile::from_bytes(image(hdr, std::string(21, '\x01')), "weights-mixed.safetensors");
   ASSERT_NE(f->find("dbl"), nullptr);
-  EXPECT_FALSE(f->find("dbl")->supported);
-  EXPECT_EQ(f->find("dbl")->dtype_str, "F64");
-  EXPECT_TRUE(throws_error([&] { f->tensor("dbl"); }, {"weights-f64.safetensors", "'dbl'", "F64"}));
-  EXPECT_TRUE(throws_error([&] { f->tensor("u8"); }, {"weights-f64.safetensors", "'u8'", "U8"}));
+  EXPECT_TRUE(f->find("dbl")->supported);
+  EXPECT_EQ(f->tensor("dbl").dtype(), DType::F64);
+  EXPECT_FALSE(f->find("flag")->supported);
+  EXPECT_EQ(f->find("flag")->dtype_str, "BOOL");
+  EXPECT_TRUE(throws_error([&] { f->tensor("flag"); }, {"weights-mixed.safetensors", "'flag'", "BOOL"}));
+  EXPECT_TRUE(throws_error([&] { f->tensor("u8"); }, {"weights-mixed.safetensors", "'u8'", "U8"}));
 }
 
 TEST(Safetensors, MisalignedOffsetsAreReadThroughACopy) {

@@ -138,21 +138,36 @@ TEST(Liger, ConvertRejectsBadSettings) {
   TempDir tmp("liger");
   const std::string src = source_path("tests/golden/llama3_gqa_tied");
   ModelConfig base = load_model_config(src + "/config.json");
-  EXPECT_TRUE(throws_error([&] { parse_liger_config({{"variant", "mamba"}}, "cfg", base); }, {"cfg", "variant", "mamba"}));
-  EXPECT_TRUE(throws_error([&] { parse_liger_config({{"variant", "gsa"}, {"gsa_slots", 5}}, "cfg", base); },
-                           {"gsa_slots", "head_dim"}));
-  EXPECT_TRUE(throws_error([&] { parse_liger_config({{"variant", "gla"}, {"softmax_layers", {2}}}, "cfg", base); },
-                           {"softmax_layers", "layer 2"}));
-  EXPECT_TRUE(throws_error([&] { parse_liger_config({{"variant", "gla"}, {"windw", 3}}, "cfg", base); },
-                           {"unknown key", "windw"}));
-  EXPECT_TRUE(throws_error([&] { parse_liger_config({{"variant", "hgrn2"}, {"gate", false}}, "cfg", base); },
-                           {"gate"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        parse_liger_config({{"variant", "mamba"}}, "cfg", base);
+      },
+      {"cfg", "variant", "mamba"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        parse_liger_config({{"variant", "gsa"}, {"gsa_slots", 5}}, "cfg", base);
+      },
+      {"gsa_slots", "head_dim"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        parse_liger_config({{"variant", "gla"}, {"softmax_layers", {2}}}, "cfg", base);
+      },
+      {"softmax_layers", "layer 2"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        parse_liger_config({{"variant", "gla"}, {"windw", 3}}, "cfg", base);
+      },
+      {"unknown key", "windw"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        parse_liger_config({{"variant", "hgrn2"}, {"gate", false}}, "cfg", base);
+      },
+      {"gate"}));
   // Converting a Liger directory again, and writing over a non-empty directory, are errors.
   const std::string once = convert_golden(tmp, "llama3_gqa_tied", {{"variant", "gla"}}, 0);
   EXPECT_TRUE(throws_error([&] { convert_to_liger(once, tmp.file("again"), LigerConfig{}, ConvertOptions{}); },
                            {once, "already a Liger model"}));
-  EXPECT_TRUE(throws_error([&] { convert_to_liger(src, once, LigerConfig{}, ConvertOptions{}); },
-                           {once, "not empty"}));
+  EXPECT_TRUE(throws_error([&] { convert_to_liger(src, once, LigerConfig{}, ConvertOptions{}); }, {once, "not empty"}));
 }
 
 }  // namespace
