@@ -6,8 +6,11 @@
 // and for test inputs.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+
+#include "core/check.h"
 
 #ifdef __CUDACC__
 #define LIGER_HD __host__ __device__ __forceinline__
@@ -61,6 +64,14 @@ class Rng {
     s_[2] ^= t;
     s_[3] = rotl(s_[3], 45);
     return result;
+  }
+  // The whole generator state, for checkpoints (trainer_state): Rng b; b.set_state(a.state()) continues a's stream
+  // exactly. An all-zero state (never reached from a seed: xoshiro256** would then return 0 forever) is an Error.
+  std::array<uint64_t, 4> state() const { return {s_[0], s_[1], s_[2], s_[3]}; }
+  void set_state(const std::array<uint64_t, 4>& s) {
+    LIGER_CHECK((s[0] | s[1] | s[2] | s[3]) != 0,
+                "Rng::set_state: all-zero xoshiro256** state (a corrupt trainer state?)");
+    for (int i = 0; i < 4; i++) s_[i] = s[static_cast<size_t>(i)];
   }
   // Uniform in [0, 1).
   float uniform() { return static_cast<float>(next_u64() >> 40) * (1.0f / 16777216.0f); }
