@@ -9,5 +9,6 @@ namespace liger::cli {
 int cmd_convert(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_train(const std::vector<std::string>& args);
 
 }  // namespace liger::cli

@@ -19,6 +19,7 @@ void usage(FILE* f) {
                "commands:\n"
                "  convert    HF model directory -> Liger model directory (gla, hgrn2, gsa; ablations; hybrid)\n"
                "  generate   generate text from a model directory (HF or Liger)\n"
+               "  train      LoRA fine-tuning: `liger train --config configs/stories260k-liger-gla.cfg`\n"
                "  bench      benchmarks: `liger bench forward --shape llama3-8b --seq 1024 --device cuda`\n");
 }
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     if (cmd == "convert") return liger::cli::cmd_convert(args);
     if (cmd == "generate") return liger::cli::cmd_generate(args);
     if (cmd == "bench") return liger::cli::cmd_bench(args);
+    if (cmd == "train") return liger::cli::cmd_train(args);
     std::fprintf(stderr, "liger: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return 2;

@@ -7,7 +7,7 @@
 //  - with a LigerLayerState: prefill or decode continuing from `pos0`; the recurrence starts from the carried state and
 //    the window reads the last `window` rotated keys/values kept in a ring buffer — so decoding is exact, unlike the
 //    reference Python code, which keeps no window cache (spec §6.3). Memory is constant in the sequence length.
-// The CPU (fp32) path only, in this version.
+// The CPU path only (f32, and f64 for gradient checks), in this version.
 #pragma once
 
 #include "core/context.h"
@@ -30,5 +30,11 @@ LigerLayerState make_liger_state(const ModelConfig& cfg, int64_t batch, DType dt
 void liger_attention(Context& ctx, const ModelConfig& cfg, Tensor att, const Tensor& q, const Tensor& k,
                      const Tensor& v, const Tensor& positions, const Tensor& inv_freq, int64_t B, int64_t T,
                      int64_t pos0, LigerLayerState* st);
+
+// The training form's backward: dq (B*T, H*HS), dk and dv (B*T, HKV*HS) = the gradients of the projections before
+// RoPE, from datt (B*T, H*HS), the gradient of liger_attention's output (no state, positions 0 .. T-1).
+void liger_attention_backward(Context& ctx, const ModelConfig& cfg, const Tensor& datt, const Tensor& q,
+                              const Tensor& k, const Tensor& v, const Tensor& positions, const Tensor& inv_freq,
+                              int64_t B, int64_t T, Tensor dq, Tensor dk, Tensor dv);
 
 }  // namespace liger

@@ -68,7 +68,9 @@ std::vector<ActDesc> activation_table(const ModelConfig& c, int64_t B, int64_t T
 }
 
 LlamaModel::LlamaModel(const ModelConfig& cfg, Context& ctx, DType dtype) : cfg_(cfg), ctx_(ctx), dtype_(dtype) {
-  LIGER_CHECK(ctx.is_cuda() || dtype == DType::F32, "the CPU path runs in f32 (asked for %s)", dtype_name(dtype));
+  LIGER_CHECK(ctx.is_cuda() ? dtype != DType::F64 : (dtype == DType::F32 || dtype == DType::F64),
+              "the CPU path runs in f32 (f64 for gradient checks), the GPU path in bf16 or f32 (asked for %s on %s)",
+              dtype_name(dtype), device_name(ctx.device()));
   std::vector<float> inv = ops::rope_inv_freq(cfg_.rope);
   inv_freq_ = Tensor::from_f32({static_cast<int64_t>(inv.size())}, inv).to(ctx.device());
 }

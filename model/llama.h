@@ -74,6 +74,9 @@ class LlamaModel {
   DType dtype() const { return dtype_; }
   Context& context() { return ctx_; }
   size_t weight_bytes() const { return weights_arena_.used(); }
+  const ModelWeights& weights() const { return w_; }
+  ModelWeights& mutable_weights() { return w_; }  // for merging adapters
+  const Tensor& inv_freq() const { return inv_freq_; }
 
   // A cache for `batch` sequences of up to `capacity` positions (ignored by Liger layers).
   KVCache make_cache(int64_t batch, int64_t capacity) const;

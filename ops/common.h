@@ -48,4 +48,15 @@ inline void check_cpu_float(const char* op, std::initializer_list<const Tensor*>
   }
 }
 
+// The CPU reference ops are templates over the scalar type: float for the model, double for the finite-difference
+// checks. by_dtype runs f with a value of the scalar type of `dt` (after check_cpu_float): f(double{}) for f64,
+// f(float{}) for f32; the body takes `using T = decltype(zero);`.
+template <class F>
+void by_dtype(DType dt, F&& f) {
+  if (dt == DType::F64)
+    f(double{});
+  else
+    f(float{});
+}
+
 }  // namespace liger::ops

@@ -18,7 +18,8 @@ void convert(Context& ctx, Tensor out, const Tensor& in);
 void fill_normal(Context& ctx, Tensor t, uint64_t seed, float mean, float std);
 }  // namespace cuda
 
-// out = a + b (same shape, same dtype; fp32 arithmetic). out may alias a or b.
+// out = a + b (same shape, same dtype; fp32 arithmetic; on the CPU f32, or f64 for the gradient checks). out may
+// alias a or b.
 inline void add(Context& ctx, Tensor out, const Tensor& a, const Tensor& b) {
   check_device(ctx, "add", {&out, &a, &b});
   check_shape("add", "b", b, a.shape());
@@ -27,7 +28,7 @@ inline void add(Context& ctx, Tensor out, const Tensor& a, const Tensor& b) {
 #ifdef LIGER_CUDA
   if (ctx.is_cuda()) return cuda::add(ctx, out, a, b);
 #endif
-  check_cpu_f32("add", {&out, &a, &b});
+  check_cpu_float("add", {&out, &a, &b});
   cpu::add(out, a, b);
 }
 

@@ -13,7 +13,8 @@ void embedding(Context& ctx, Tensor out, const Tensor& ids, const Tensor& table)
 }
 
 // out (N, D) = table (V, D)[ids (N) i32]. An id outside [0, V) is an Error on the CPU; the CUDA kernel writes zeros
-// for it (ids are validated on the host before they reach the GPU).
+// for it (ids are validated on the host before they reach the GPU). CPU: table and out f32 (or f64 for the gradient
+// checks).
 inline void embedding(Context& ctx, Tensor out, const Tensor& ids, const Tensor& table) {
   check_device(ctx, "embedding", {&out, &ids, &table});
   LIGER_CHECK(ids.dtype() == DType::I32 && ids.ndim() == 1, "embedding: ids must be i32 (N), got %s", ids.str().c_str());
@@ -24,7 +25,7 @@ inline void embedding(Context& ctx, Tensor out, const Tensor& ids, const Tensor&
 #ifdef LIGER_CUDA
   if (ctx.is_cuda()) return cuda::embedding(ctx, out, ids, table);
 #endif
-  check_cpu_f32("embedding", {&out, &table});
+  check_cpu_float("embedding", {&out, &table});
   cpu::embedding(out, ids, table);
 }
 

@@ -5,8 +5,11 @@
 namespace liger::ops::cpu {
 
 void add(Tensor out, const Tensor& a, const Tensor& b) {
-  const int64_t n = a.numel();
-  for (int64_t i = 0; i < n; i++) out.ptr<float>()[i] = a.ptr<float>()[i] + b.ptr<float>()[i];
+  by_dtype(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t n = a.numel();
+    for (int64_t i = 0; i < n; i++) out.ptr<T>()[i] = a.ptr<T>()[i] + b.ptr<T>()[i];
+  });
 }
 
 void convert(Tensor out, const Tensor& in) { copy(out, in); }

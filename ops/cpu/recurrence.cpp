@@ -249,14 +249,6 @@ void slot_scores_backward_t(Tensor dq, Tensor dk, Tensor ds, Tensor dg, const Te
 
 }  // namespace
 
-// Runs f with a value of the scalar type of `dt`: f(double{}) for f64, f(float{}) for f32.
-template <class F>
-void by_dtype(DType dt, F&& f) {
-  if (dt == DType::F64)
-    f(double{});
-  else
-    f(float{});
-}
 
 void linear_recurrence(Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g, Tensor state,
                        int64_t chunk) {

@@ -33,21 +33,36 @@ std::vector<float> rope_inv_freq(const RopeConfig& cfg) {
 
 namespace cpu {
 
-void rope(Tensor x, const Tensor& positions, const Tensor& inv_freq) {
+namespace {
+
+// Rotates every head of every row by +a (sign = 1, the forward) or -a (sign = -1, the backward), a = pos * inv_freq
+// computed in fp32 in both instantiations (as transformers computes freqs); cos and sin in T.
+template <class T>
+void rotate(Tensor x, const Tensor& positions, const Tensor& inv_freq, T sign) {
   const int64_t N = x.dim(0), NH = x.dim(1), HS = x.dim(2), half = HS / 2;
   for (int64_t n = 0; n < N; n++) {
     const float pos = static_cast<float>(positions.ptr<int32_t>()[n]);
     for (int64_t i = 0; i < half; i++) {
-      const float a = pos * inv_freq.ptr<float>()[i];  // fp32 product, as transformers computes freqs
-      const float c = std::cos(a), s = std::sin(a);
+      const float a = pos * inv_freq.ptr<float>()[i];
+      const T c = std::cos(static_cast<T>(a)), s = sign * std::sin(static_cast<T>(a));
       for (int64_t h = 0; h < NH; h++) {
-        float* p = x.ptr<float>() + (n * NH + h) * HS;
-        const float x1 = p[i], x2 = p[i + half];
+        T* p = x.ptr<T>() + (n * NH + h) * HS;
+        const T x1 = p[i], x2 = p[i + half];
         p[i] = x1 * c - x2 * s;
         p[i + half] = x2 * c + x1 * s;
       }
     }
   }
+}
+
+}  // namespace
+
+void rope(Tensor x, const Tensor& positions, const Tensor& inv_freq) {
+  by_dtype(x.dtype(), [&](auto zero) { rotate<decltype(zero)>(x, positions, inv_freq, 1); });
+}
+
+void rope_backward(Tensor dx, const Tensor& positions, const Tensor& inv_freq) {
+  by_dtype(dx.dtype(), [&](auto zero) { rotate<decltype(zero)>(dx, positions, inv_freq, -1); });
 }
 
 }  // namespace cpu

@@ -1,0 +1,228 @@
+#include "model/train_step.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/check.h"
+#include "model/liger_attention.h"
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+
+namespace liger {
+
+namespace {
+
+// What the backward of one layer needs from its forward.
+struct Saved {
+  Tensor x_in;           // (N, D) residual stream entering the layer
+  Tensor xn1;            // (N, D) attention norm output
+  Tensor q, k, v;        // (N, H*HS), (N, HKV*HS) x2: after q/k norm, before RoPE
+  Tensor q_pre, k_pre;   // before q/k norm (qwen3)
+  Tensor qr, kr;         // rotated q, k (softmax layers)
+  Tensor att;            // (N, H*HS) attention output before W_O
+  Tensor x_mid;          // (N, D) residual after the attention block
+  Tensor xn2;            // (N, D) MLP norm output
+  Tensor gate, up, act;  // (N, F)
+};
+
+Tensor empty_like(const Tensor& t) {
+  return Tensor::empty(t.shape(), t.dtype(), t.device());
+}
+Tensor clone(const Tensor& t) {
+  Tensor c = empty_like(t);
+  copy(c, t);
+  return c;
+}
+
+// y = x W^T (+ b) + LoRA(x).
+void project(Context& ctx, const LoraAdapters* lora, int64_t l, LoraTarget t, Tensor y, const Tensor& x,
+             const Tensor& w, const Tensor* bias, bool accumulate = false) {
+  ops::matmul(ctx, y, x, w, bias, accumulate);
+  if (lora) lora->forward(ctx, l, t, y, x);
+}
+
+// dx (+)= dy W, and the LoRA gradients of this projection.
+void project_backward(Context& ctx, LoraAdapters* lora, int64_t l, LoraTarget t, Tensor dx, const Tensor& dy,
+                      const Tensor& x, const Tensor& w, bool accumulate) {
+  ops::matmul_backward_input(ctx, dx, dy, w, accumulate);
+  if (lora) lora->backward(ctx, l, t, dx, dy, x);
+}
+
+struct Runner {
+  LlamaModel& model;
+  const ModelConfig& c;
+  Context& ctx;
+  int64_t B, T, N, H, HKV, HS;
+  Tensor positions;  // (N) i32
+  float eps;
+  float scale;
+
+  Runner(LlamaModel& m, int64_t b, int64_t t)
+      : model(m),
+        c(m.config()),
+        ctx(m.context()),
+        B(b),
+        T(t),
+        N(b * t),
+        H(c.local_heads()),
+        HKV(c.local_kv_heads()),
+        HS(c.head_dim),
+        eps(static_cast<float>(c.rms_eps)),
+        scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))) {
+    std::vector<int32_t> pos(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; i++) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i % T);
+    positions = Tensor::from_i32({N}, pos);
+  }
+
+  Tensor act(int64_t cols) const { return Tensor::empty({N, cols}, model.dtype(), Device::CPU); }
+  Tensor zeros(int64_t cols) const { return Tensor::zeros({N, cols}, model.dtype(), Device::CPU); }
+
+  // The training forward; returns the final residual stream and fills `saved` when given.
+  Tensor forward(const Tensor& ids, const LoraAdapters* lora, std::vector<Saved>* saved) {
+    const ModelWeights& w = model.weights();
+    Tensor x = act(c.d_model);
+    ops::embedding(ctx, x, ids.view({N}), w.embed);
+    for (int64_t l = 0; l < c.n_layers; l++) {
+      const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+      Saved s;
+      s.x_in = clone(x);
+      s.xn1 = act(c.d_model);
+      ops::rmsnorm(ctx, s.xn1, x, L.attn_norm, eps);
+      s.q = act(c.q_dim()), s.k = act(c.kv_dim()), s.v = act(c.kv_dim());
+      project(ctx, lora, l, LoraTarget::Q, s.q, s.xn1, L.wq, c.qkv_bias ? &L.bq : nullptr);
+      project(ctx, lora, l, LoraTarget::K, s.k, s.xn1, L.wk, c.qkv_bias ? &L.bk : nullptr);
+      project(ctx, lora, l, LoraTarget::V, s.v, s.xn1, L.wv, c.qkv_bias ? &L.bv : nullptr);
+      if (c.qk_norm) {
+        s.q_pre = clone(s.q), s.k_pre = clone(s.k);
+        ops::rmsnorm(ctx, s.q.view({N * H, HS}), s.q_pre.view({N * H, HS}), L.q_norm, eps);
+        ops::rmsnorm(ctx, s.k.view({N * HKV, HS}), s.k_pre.view({N * HKV, HS}), L.k_norm, eps);
+      }
+      s.att = act(c.q_dim());
+      if (model.is_liger_layer(l)) {
+        liger_attention(ctx, c, s.att, s.q, s.k, s.v, positions, model.inv_freq(), B, T, 0, nullptr);
+      } else {
+        s.qr = clone(s.q), s.kr = clone(s.k);
+        ops::rope(ctx, s.qr.view({N, H, HS}), positions, model.inv_freq());
+        ops::rope(ctx, s.kr.view({N, HKV, HS}), positions, model.inv_freq());
+        ops::attention(ctx, s.att.view({B, T, H, HS}), s.qr.view({B, T, H, HS}), s.kr.view({B, T, HKV, HS}),
+                       s.v.view({B, T, HKV, HS}), 0, T, scale, c.sliding_window);
+      }
+      project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
+      s.x_mid = clone(x);
+      s.xn2 = act(c.d_model);
+      ops::rmsnorm(ctx, s.xn2, x, L.mlp_norm, eps);
+      s.gate = act(c.local_ff()), s.up = act(c.local_ff()), s.act = act(c.local_ff());
+      project(ctx, lora, l, LoraTarget::Gate, s.gate, s.xn2, L.w_gate, nullptr);
+      project(ctx, lora, l, LoraTarget::Up, s.up, s.xn2, L.w_up, nullptr);
+      ops::swiglu(ctx, s.act, s.gate, s.up);
+      project(ctx, lora, l, LoraTarget::Down, x, s.act, L.w_down, nullptr, /*accumulate=*/true);
+      if (saved) saved->push_back(std::move(s));
+    }
+    return x;
+  }
+
+  // dx: the gradient of the final residual stream (N, D); walks the layers back, accumulating LoRA gradients.
+  void backward(Tensor dx, LoraAdapters& lora, const std::vector<Saved>& saved) {
+    const ModelWeights& w = model.weights();
+    for (int64_t l = c.n_layers - 1; l >= 0; l--) {
+      const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+      const Saved& s = saved[static_cast<size_t>(l)];
+      // MLP block: x_out = x_mid + down(silu(gate) * up).
+      Tensor dact = act(c.local_ff()), dgate = act(c.local_ff()), dup = act(c.local_ff());
+      project_backward(ctx, &lora, l, LoraTarget::Down, dact, dx, s.act, L.w_down, false);
+      ops::swiglu_backward(ctx, dgate, dup, dact, s.gate, s.up);
+      Tensor dxn2 = act(c.d_model);
+      project_backward(ctx, &lora, l, LoraTarget::Gate, dxn2, dgate, s.xn2, L.w_gate, false);
+      project_backward(ctx, &lora, l, LoraTarget::Up, dxn2, dup, s.xn2, L.w_up, true);
+      ops::rmsnorm_backward(ctx, dx, dxn2, s.x_mid, L.mlp_norm, eps);  // dx: now d x_mid
+      // Attention block: x_mid = x_in + o_proj(att).
+      Tensor datt = act(c.q_dim());
+      project_backward(ctx, &lora, l, LoraTarget::O, datt, dx, s.att, L.wo, false);
+      Tensor dq = act(c.q_dim()), dk = act(c.kv_dim()), dv = act(c.kv_dim());
+      if (model.is_liger_layer(l)) {
+        liger_attention_backward(ctx, c, datt, s.q, s.k, s.v, positions, model.inv_freq(), B, T, dq, dk, dv);
+      } else {
+        ops::attention_backward(ctx, dq.view({B, T, H, HS}), dk.view({B, T, HKV, HS}), dv.view({B, T, HKV, HS}),
+                                datt.view({B, T, H, HS}), s.qr.view({B, T, H, HS}), s.kr.view({B, T, HKV, HS}),
+                                s.v.view({B, T, HKV, HS}), scale, c.sliding_window);
+        ops::rope_backward(ctx, dq.view({N, H, HS}), positions, model.inv_freq());
+        ops::rope_backward(ctx, dk.view({N, HKV, HS}), positions, model.inv_freq());
+      }
+      if (c.qk_norm) {
+        Tensor dq_pre = zeros(c.q_dim()), dk_pre = zeros(c.kv_dim());
+        ops::rmsnorm_backward(ctx, dq_pre.view({N * H, HS}), dq.view({N * H, HS}), s.q_pre.view({N * H, HS}), L.q_norm,
+                              eps);
+        ops::rmsnorm_backward(ctx, dk_pre.view({N * HKV, HS}), dk.view({N * HKV, HS}), s.k_pre.view({N * HKV, HS}),
+                              L.k_norm, eps);
+        dq = dq_pre, dk = dk_pre;
+      }
+      Tensor dxn1 = act(c.d_model);
+      project_backward(ctx, &lora, l, LoraTarget::Q, dxn1, dq, s.xn1, L.wq, false);
+      project_backward(ctx, &lora, l, LoraTarget::K, dxn1, dk, s.xn1, L.wk, true);
+      project_backward(ctx, &lora, l, LoraTarget::V, dxn1, dv, s.xn1, L.wv, true);
+      ops::rmsnorm_backward(ctx, dx, dxn1, s.x_in, L.attn_norm, eps);  // dx: now d x_in
+    }
+  }
+};
+
+void check_batch(const LlamaModel& model, const Tensor& ids, const Tensor& targets) {
+  LIGER_CHECK(!const_cast<LlamaModel&>(model).context().is_cuda(),
+              "training runs on the CPU in this version (the CUDA backward kernels come next)");
+  LIGER_CHECK(ids.device() == Device::CPU && ids.dtype() == DType::I32 && ids.ndim() == 2,
+              "train_step: ids must be a host i32 (B, T) tensor");
+  LIGER_CHECK(targets.shape() == ids.shape() && targets.dtype() == DType::I32, "train_step: targets must match ids");
+  const int64_t V = model.config().vocab_size;
+  for (int64_t i = 0; i < ids.numel(); i++) {
+    LIGER_CHECK(ids.ptr<int32_t>()[i] >= 0 && ids.ptr<int32_t>()[i] < V, "train_step: token id %d outside [0, %lld)",
+                ids.ptr<int32_t>()[i], static_cast<long long>(V));
+  }
+}
+
+StepStats sum_losses(const Tensor& losses, const Tensor& targets) {
+  StepStats st;
+  for (int64_t i = 0; i < targets.numel(); i++) {
+    if (targets.ptr<int32_t>()[i] == -100) continue;
+    st.loss_sum += losses.dtype() == DType::F64 ? losses.ptr<double>()[i] : losses.ptr<float>()[i];
+    st.tokens++;
+  }
+  return st;
+}
+
+}  // namespace
+
+StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets,
+                     float grad_scale) {
+  check_batch(model, ids, targets);
+  const ModelConfig& c = model.config();
+  Runner r(model, ids.dim(0), ids.dim(1));
+  std::vector<Saved> saved;
+  Tensor x = r.forward(ids, &lora, &saved);
+  Tensor hn = r.act(c.d_model);
+  ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);
+  Tensor losses = Tensor::empty({r.N}, model.dtype(), Device::CPU);
+  Tensor dh = r.act(c.d_model);
+  ops::lm_head_cross_entropy(r.ctx, losses, dh, hn, model.weights().lm_head, targets.view({r.N}), grad_scale);
+  Tensor dx = r.zeros(c.d_model);
+  ops::rmsnorm_backward(r.ctx, dx, dh, x, model.weights().final_norm, r.eps);
+  r.backward(dx, lora, saved);
+  return sum_losses(losses, targets);
+}
+
+StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets) {
+  check_batch(model, ids, targets);
+  const ModelConfig& c = model.config();
+  Runner r(model, ids.dim(0), ids.dim(1));
+  Tensor x = r.forward(ids, lora, nullptr);
+  Tensor hn = r.act(c.d_model);
+  ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);
+  Tensor losses = Tensor::empty({r.N}, model.dtype(), Device::CPU);
+  ops::lm_head_cross_entropy(r.ctx, losses, Tensor(), hn, model.weights().lm_head, targets.view({r.N}), 0.0f);
+  return sum_losses(losses, targets);
+}
+
+}  // namespace liger

@@ -1,0 +1,24 @@
+// model/train_step.h — one micro-batch of LoRA fine-tuning: the training forward (saving what the backward needs),
+// the fused LM head + cross-entropy, and the explicit backward through every layer down to the LoRA matrices.
+// Only LoRA is trainable: the frozen weights get input gradients only (DESIGN.md §2). CPU path (f32, and f64 for the
+// finite-difference check of the whole model) in this version.
+#pragma once
+
+#include "model/llama.h"
+#include "model/lora.h"
+
+namespace liger {
+
+struct StepStats {
+  double loss_sum = 0.0;  // sum of the per-token losses over supervised tokens
+  int64_t tokens = 0;     // supervised tokens
+};
+
+// ids, targets (B, T) i32 host tensors; targets[b, t] is the token to predict after position t (-100: none).
+// Adds (+=) to every LoRA gradient the gradient of grad_scale * sum(losses); returns the summed loss.
+StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets, float grad_scale);
+
+// The summed loss with the adapters applied (lora may be null), no gradients (evaluation).
+StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets);
+
+}  // namespace liger

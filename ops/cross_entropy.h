@@ -1,0 +1,48 @@
+// ops/cross_entropy.h — the fused LM head + cross-entropy: per-token losses (and the hidden states' gradient) without
+// ever holding the whole (tokens x vocabulary) logits, only one block of rows of them at a time.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/common.h"
+
+namespace liger::ops {
+
+// A target equal to this is not supervised (a prompt token, padding): loss 0 and no gradient (as torch's ignore_index).
+constexpr int32_t kIgnoreTarget = -100;
+
+namespace cpu {
+void lm_head_cross_entropy(Tensor losses, Tensor dh, const Tensor& h, const Tensor& w, const Tensor& targets,
+                           float grad_scale, int64_t block_rows);
+}  // namespace cpu
+
+// With logits = h (N, D) · w (V, D)^T (h the final-normed hidden states, w the LM head) and p = softmax(logits) per
+// row, for every row n:
+//   losses (N) = -log p[n, targets[n]]                                           `=`  (0 where targets[n] = -100)
+//   dh (N, D)  = grad_scale * (p[n] - onehot(targets[n])) · w                   `=`  (0 where targets[n] = -100)
+// so dh is the gradient of grad_scale * sum(losses) (grad_scale = 1 / the number of supervised tokens for a mean).
+// dh is optional: pass an undefined Tensor() for the forward alone (evaluation). targets (N) i32, each in [0, V) or
+// -100; any other value is an Error naming its row, raised before anything is written. Rows are processed
+// `block_rows` at a time: the logits of one block, (block_rows, V), are the only vocabulary-sized buffer. The
+// log-sum-exp is accumulated in fp64 on both instantiations.
+// CPU: f32 (or f64 for the gradient checks), losses, dh, h and w of one dtype. dh must not alias h or w.
+inline void lm_head_cross_entropy(Context& ctx, Tensor losses, Tensor dh, const Tensor& h, const Tensor& w,
+                                  const Tensor& targets, float grad_scale, int64_t block_rows = 256) {
+  const char* op = "lm_head_cross_entropy";
+  check_device(ctx, op, {&losses, &h, &w, &targets});
+  if (dh.defined()) check_device(ctx, op, {&dh});
+  LIGER_CHECK(h.ndim() == 2 && w.ndim() == 2 && h.dim(1) == w.dim(1) && h.dim(1) > 0 && w.dim(0) > 0,
+              "%s: h %s and w %s do not fit (h (N, D), w (V, D))", op, h.shape().str().c_str(),
+              w.shape().str().c_str());
+  LIGER_CHECK(targets.dtype() == DType::I32, "%s: targets must be i32, got %s", op, dtype_name(targets.dtype()));
+  check_shape(op, "targets", targets, {h.dim(0)});
+  check_shape(op, "losses", losses, {h.dim(0)});
+  if (dh.defined()) check_shape(op, "dh", dh, h.shape());
+  LIGER_CHECK(block_rows >= 1, "%s: block_rows must be >= 1, got %lld", op, static_cast<long long>(block_rows));
+  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+  check_cpu_float(op, {&losses, &h, &w});
+  if (dh.defined()) check_cpu_float(op, {&losses, &dh});
+  cpu::lm_head_cross_entropy(losses, dh, h, w, targets, grad_scale, block_rows);
+}
+
+}  // namespace liger::ops

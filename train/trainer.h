@@ -1,0 +1,51 @@
+// train/trainer.h — the LoRA fine-tuning loop (issue 4): data -> micro-batches -> train_step -> AdamW, with
+// validation, metrics (JSONL), atomic checkpoints and exact resume.
+//
+// The data order is a pure function of the seed and the global sample index (data/dataset.h), the optimizer state
+// and the adapters are saved bit for bit, and nothing else is random (dropout 0), so a resumed run takes exactly the
+// steps a run that never stopped would have taken (bitwise on the CPU; tests/train/test_trainer.cpp).
+#pragma once
+
+#include <string>
+
+#include "data/dataset.h"
+#include "model/lora.h"
+#include "train/optimizer.h"
+
+namespace liger {
+
+struct TrainConfig {
+  std::string model;           // model directory (HF, or Liger made by `liger convert`)
+  std::string out;             // run directory: checkpoints step_N/, metrics.jsonl, config.json
+  std::string device = "cpu";  // cpu (the CUDA training kernels come with a later change)
+  LoraConfig lora;             // rank, alpha, targets (q, k, v by default)
+  OptimConfig optim;           // AdamW and the schedule
+  DataConfig data;             // dataset, template, packing, split
+  int64_t micro_batch = 1;     // sequences per micro-step
+  int64_t grad_accum = 8;      // micro-steps per optimizer step (global batch = micro_batch * grad_accum)
+  int64_t epochs = 2;          // passes over the training chunks (the paper: 2)
+  int64_t max_steps = 0;       // stop after this many optimizer steps (0: the epochs decide)
+  int64_t log_every = 1;       // print and record metrics every N steps
+  int64_t eval_every = 0;      // validation loss every N steps (0: only at the end)
+  int64_t eval_chunks = 0;     // validation chunks per evaluation (0: all)
+  int64_t save_every = 0;      // checkpoint every N steps (0: only at the end)
+  int64_t keep_last = 3;       // complete checkpoints kept
+  std::string resume;          // "": start fresh (the run directory must not hold checkpoints); "auto": the newest
+                               // complete checkpoint of `out`; or a checkpoint directory
+
+  void validate() const;
+  Json to_json() const;  // the resolved settings, saved in the run directory and hashed into checkpoints
+};
+
+struct TrainResult {
+  int64_t steps = 0;            // optimizer steps done in total (resumed steps included)
+  std::vector<double> losses;   // mean training loss of each step run by this call
+  double final_val_loss = 0.0;  // mean validation loss at the end (NaN without validation data)
+  std::string last_checkpoint;
+};
+
+// Runs (or resumes) the training described by `cfg`; stops early after `stop_after` steps of this call when > 0
+// (used to simulate an interrupted run in tests), writing a checkpoint there.
+TrainResult train(const TrainConfig& cfg, int64_t stop_after = 0);
+
+}  // namespace liger
