@@ -1,5 +1,6 @@
 #include "model/train_step.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -62,22 +63,37 @@ struct Runner {
   float eps;
   float scale;
 
-  Runner(LlamaModel& m, int64_t b, int64_t t)
-      : model(m),
-        c(m.config()),
-        ctx(m.context()),
-        B(b),
-        T(t),
-        N(b * t),
-        H(c.local_heads()),
-        HKV(c.local_kv_heads()),
-        HS(c.head_dim),
-        eps(static_cast<float>(c.rms_eps)),
-        scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))) {
+  // Documents packed in the sequence: (start, length) of each; one segment covering everything when not given.
+  std::vector<std::pair<int64_t, int64_t>> segments;
+
+  Runner(LlamaModel& m, int64_t b, int64_t t, const std::vector<int32_t>* doc_starts)
+      : model(m), c(m.config()), ctx(m.context()), B(b), T(t), N(b * t), H(c.local_heads()), HKV(c.local_kv_heads()),
+        HS(c.head_dim), eps(static_cast<float>(c.rms_eps)), scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))) {
+    std::vector<int32_t> starts = doc_starts && !doc_starts->empty() ? *doc_starts : std::vector<int32_t>{0};
+    LIGER_CHECK(starts[0] == 0 && std::is_sorted(starts.begin(), starts.end()) && starts.back() < T,
+                "train_step: document starts must begin with 0, increase and stay below T = %lld",
+                static_cast<long long>(T));
+    LIGER_CHECK(starts.size() == 1 || B == 1, "train_step: document boundaries need one sequence per call (B = 1)");
+    for (size_t i = 0; i < starts.size(); i++) {
+      const int64_t end = i + 1 < starts.size() ? starts[i + 1] : T;
+      if (end > starts[i]) segments.push_back({starts[i], end - starts[i]});
+    }
+    // Positions restart with every document, so a packed document sees exactly what it would see alone.
     std::vector<int32_t> pos(static_cast<size_t>(N));
-    for (int64_t i = 0; i < N; i++) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i % T);
+    for (int64_t b = 0; b < B; b++)
+      for (const auto& [s0, len] : segments)
+        for (int64_t t = 0; t < len; t++) pos[static_cast<size_t>(b * T + s0 + t)] = static_cast<int32_t>(t);
     positions = Tensor::from_i32({N}, pos);
   }
+
+  // Rows [s0, s0 + len) of an (N, cols) activation as (1, len, heads, HS) — B = 1 whenever there are several segments;
+  // with one segment, the whole (B, T, heads, HS).
+  Tensor seg(const Tensor& x, int64_t s0, int64_t len, int64_t heads) const {
+    if (segments.size() == 1) return x.view({B, T, heads, HS});
+    return x.slice(s0, len).view({1, len, heads, HS});
+  }
+  int64_t seg_batch() const { return segments.size() == 1 ? B : 1; }
+  int64_t seg_len(int64_t len) const { return segments.size() == 1 ? T : len; }
 
   Tensor act(int64_t cols) const { return Tensor::empty({N, cols}, model.dtype(), Device::CPU); }
   Tensor zeros(int64_t cols) const { return Tensor::zeros({N, cols}, model.dtype(), Device::CPU); }
@@ -104,13 +120,21 @@ struct Runner {
       }
       s.att = act(c.q_dim());
       if (model.is_liger_layer(l)) {
-        liger_attention(ctx, c, s.att, s.q, s.k, s.v, positions, model.inv_freq(), B, T, 0, nullptr);
+        for (const auto& [s0, len] : segments) {
+          const int64_t rows = segments.size() == 1 ? N : len;
+          const int64_t r0 = segments.size() == 1 ? 0 : s0;
+          liger_attention(ctx, c, s.att.slice(r0, rows), s.q.slice(r0, rows), s.k.slice(r0, rows),
+                          s.v.slice(r0, rows), positions.slice(r0, rows), model.inv_freq(), seg_batch(), seg_len(len),
+                          0, nullptr);
+        }
       } else {
         s.qr = clone(s.q), s.kr = clone(s.k);
         ops::rope(ctx, s.qr.view({N, H, HS}), positions, model.inv_freq());
         ops::rope(ctx, s.kr.view({N, HKV, HS}), positions, model.inv_freq());
-        ops::attention(ctx, s.att.view({B, T, H, HS}), s.qr.view({B, T, H, HS}), s.kr.view({B, T, HKV, HS}),
-                       s.v.view({B, T, HKV, HS}), 0, T, scale, c.sliding_window);
+        for (const auto& [s0, len] : segments) {
+          ops::attention(ctx, seg(s.att, s0, len, H), seg(s.qr, s0, len, H), seg(s.kr, s0, len, HKV),
+                         seg(s.v, s0, len, HKV), 0, seg_len(len), scale, c.sliding_window);
+        }
       }
       project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
       s.x_mid = clone(x);
@@ -145,11 +169,19 @@ struct Runner {
       project_backward(ctx, &lora, l, LoraTarget::O, datt, dx, s.att, L.wo, false);
       Tensor dq = act(c.q_dim()), dk = act(c.kv_dim()), dv = act(c.kv_dim());
       if (model.is_liger_layer(l)) {
-        liger_attention_backward(ctx, c, datt, s.q, s.k, s.v, positions, model.inv_freq(), B, T, dq, dk, dv);
+        for (const auto& [s0, len] : segments) {
+          const int64_t rows = segments.size() == 1 ? N : len;
+          const int64_t r0 = segments.size() == 1 ? 0 : s0;
+          liger_attention_backward(ctx, c, datt.slice(r0, rows), s.q.slice(r0, rows), s.k.slice(r0, rows),
+                                   s.v.slice(r0, rows), positions.slice(r0, rows), model.inv_freq(), seg_batch(),
+                                   seg_len(len), dq.slice(r0, rows), dk.slice(r0, rows), dv.slice(r0, rows));
+        }
       } else {
-        ops::attention_backward(ctx, dq.view({B, T, H, HS}), dk.view({B, T, HKV, HS}), dv.view({B, T, HKV, HS}),
-                                datt.view({B, T, H, HS}), s.qr.view({B, T, H, HS}), s.kr.view({B, T, HKV, HS}),
-                                s.v.view({B, T, HKV, HS}), scale, c.sliding_window);
+        for (const auto& [s0, len] : segments) {
+          ops::attention_backward(ctx, seg(dq, s0, len, H), seg(dk, s0, len, HKV), seg(dv, s0, len, HKV),
+                                  seg(datt, s0, len, H), seg(s.qr, s0, len, H), seg(s.kr, s0, len, HKV),
+                                  seg(s.v, s0, len, HKV), scale, c.sliding_window);
+        }
         ops::rope_backward(ctx, dq.view({N, H, HS}), positions, model.inv_freq());
         ops::rope_backward(ctx, dk.view({N, HKV, HS}), positions, model.inv_freq());
       }
@@ -185,9 +217,12 @@ void check_batch(const LlamaModel& model, const Tensor& ids, const Tensor& targe
 
 StepStats sum_losses(const Tensor& losses, const Tensor& targets) {
   StepStats st;
+  st.token_losses.assign(static_cast<size_t>(targets.numel()), 0.0);
   for (int64_t i = 0; i < targets.numel(); i++) {
     if (targets.ptr<int32_t>()[i] == -100) continue;
-    st.loss_sum += losses.dtype() == DType::F64 ? losses.ptr<double>()[i] : losses.ptr<float>()[i];
+    const double l = losses.dtype() == DType::F64 ? losses.ptr<double>()[i] : losses.ptr<float>()[i];
+    st.token_losses[static_cast<size_t>(i)] = l;
+    st.loss_sum += l;
     st.tokens++;
   }
   return st;
@@ -196,10 +231,10 @@ StepStats sum_losses(const Tensor& losses, const Tensor& targets) {
 }  // namespace
 
 StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets,
-                     float grad_scale) {
+                     float grad_scale, const std::vector<int32_t>* doc_starts) {
   check_batch(model, ids, targets);
   const ModelConfig& c = model.config();
-  Runner r(model, ids.dim(0), ids.dim(1));
+  Runner r(model, ids.dim(0), ids.dim(1), doc_starts);
   std::vector<Saved> saved;
   Tensor x = r.forward(ids, &lora, &saved);
   Tensor hn = r.act(c.d_model);
@@ -213,10 +248,11 @@ StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, c
   return sum_losses(losses, targets);
 }
 
-StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets) {
+StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets,
+                    const std::vector<int32_t>* doc_starts) {
   check_batch(model, ids, targets);
   const ModelConfig& c = model.config();
-  Runner r(model, ids.dim(0), ids.dim(1));
+  Runner r(model, ids.dim(0), ids.dim(1), doc_starts);
   Tensor x = r.forward(ids, lora, nullptr);
   Tensor hn = r.act(c.d_model);
   ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);

@@ -4,6 +4,8 @@
 // finite-difference check of the whole model) in this version.
 #pragma once
 
+#include <vector>
+
 #include "model/llama.h"
 #include "model/lora.h"
 
@@ -12,13 +14,19 @@ namespace liger {
 struct StepStats {
   double loss_sum = 0.0;  // sum of the per-token losses over supervised tokens
   int64_t tokens = 0;     // supervised tokens
+  std::vector<double> token_losses;  // (B*T) loss of every position, 0 where nothing is predicted
 };
 
 // ids, targets (B, T) i32 host tensors; targets[b, t] is the token to predict after position t (-100: none).
 // Adds (+=) to every LoRA gradient the gradient of grad_scale * sum(losses); returns the summed loss.
-StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets, float grad_scale);
+// doc_starts (optional; B = 1): positions where a packed document begins (starting with 0). Every document then runs
+// as if alone: its positions restart at 0, its attention window and recurrent state do not reach back into the
+// previous document (document-aware packing, data/dataset.h). Without it, the sequence is one stream.
+StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets,
+                     float grad_scale, const std::vector<int32_t>* doc_starts = nullptr);
 
 // The summed loss with the adapters applied (lora may be null), no gradients (evaluation).
-StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets);
+StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets,
+                    const std::vector<int32_t>* doc_starts = nullptr);
 
 }  // namespace liger

@@ -74,6 +74,7 @@ namespace {
 struct Batch {
   Tensor ids, targets;
   int64_t supervised = 0;
+  std::vector<int32_t> doc_starts;  // {0} in pack_across_documents mode: one stream
 };
 
 Batch make_batch(const Chunk& c) {
@@ -82,6 +83,7 @@ Batch make_batch(const Chunk& c) {
   b.ids = Tensor::from_i32({1, T}, c.input_ids);
   b.targets = Tensor::from_i32({1, T}, c.targets);
   b.supervised = c.num_targets();
+  b.doc_starts = c.doc_starts;
   return b;
 }
 
@@ -91,7 +93,7 @@ double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLo
   int64_t tokens = 0;
   for (int64_t i = 0; i < n; i++) {
     Batch b = make_batch(data.validation_chunk(i));
-    StepStats s = eval_step(model, &lora, b.ids, b.targets);
+    StepStats s = eval_step(model, &lora, b.ids, b.targets, &b.doc_starts);
     sum += s.loss_sum;
     tokens += s.tokens;
   }
@@ -204,7 +206,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       Batch b = make_batch(data.chunk(g / nc, g % nc));
       if (b.supervised == 0) continue;
       const float scale = 1.0f / static_cast<float>(b.supervised * per_step);
-      StepStats s = train_step(*model, lora, b.ids, b.targets, scale);
+      StepStats s = train_step(*model, lora, b.ids, b.targets, scale, &b.doc_starts);
       loss_sum += s.loss_sum / static_cast<double>(s.tokens);
       tokens += b.ids.numel();
     }
