@@ -14,6 +14,7 @@
 namespace liger {
 namespace {
 
+using test::fd_check;
 using test::throws_error;
 
 Tensor randn64(Shape s, Rng& rng, double scale = 1.0) {
@@ -36,30 +37,7 @@ Tensor clone(const Tensor& t) {
   return t.to(Device::CPU);
 }
 
-double dot(const Tensor& a, const Tensor& b) {
-  double s = 0;
-  for (int64_t i = 0; i < a.numel(); i++) s += a.ptr<double>()[i] * b.ptr<double>()[i];
-  return s;
-}
 
-// Relative error of `analytic` against central differences of `loss` with respect to every element of `x`.
-double fd_check(Tensor x, const Tensor& analytic, const std::function<double()>& loss) {
-  const double h = 1e-5;
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < x.numel(); i++) {
-    const double x0 = x.ptr<double>()[i];
-    x.ptr<double>()[i] = x0 + h;
-    const double lp = loss();
-    x.ptr<double>()[i] = x0 - h;
-    const double lm = loss();
-    x.ptr<double>()[i] = x0;
-    const double fd = (lp - lm) / (2 * h);
-    const double d = analytic.ptr<double>()[i] - fd;
-    num += d * d;
-    den += fd * fd;
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
-}
 
 struct Dims {
   int64_t B, T, H, HKV, K, Vd, chunk;
@@ -77,7 +55,7 @@ TEST(Grad, LinearRecurrence) {
       auto loss = [&] {
         Tensor out = Tensor::empty(R.shape(), DType::F64, Device::CPU), st = clone(s0);
         ops::linear_recurrence(ctx, out, fq, fk, v, g, st, d.chunk);
-        return dot(out, R);
+        return test::dot64(out, R);
       };
       Tensor dfq = Tensor::empty(fq.shape(), DType::F64, Device::CPU),
              dfk = Tensor::empty(fk.shape(), DType::F64, Device::CPU);
@@ -105,7 +83,7 @@ TEST(Grad, SlotScores) {
     auto loss = [&] {
       Tensor z = Tensor::empty(R.shape(), DType::F64, Device::CPU), st = clone(s0);
       ops::slot_scores(ctx, z, q, k, s, g, st, d.chunk);
-      return dot(z, R);
+      return test::dot64(z, R);
     };
     Tensor dq = Tensor::empty(q.shape(), DType::F64, Device::CPU),
            dk = Tensor::empty(k.shape(), DType::F64, Device::CPU);
@@ -129,7 +107,7 @@ TEST(Grad, CheckerCatchesAWrongGradient) {
   auto loss = [&] {
     Tensor out = Tensor::empty(R.shape(), DType::F64, Device::CPU), st = clone(s0);
     ops::linear_recurrence(ctx, out, fq, fk, v, g, st, 2);
-    return dot(out, R);
+    return test::dot64(out, R);
   };
   Tensor dfq = Tensor::empty(fq.shape(), DType::F64, Device::CPU),
          dfk = Tensor::empty(fk.shape(), DType::F64, Device::CPU);

@@ -27,12 +27,13 @@
 namespace liger {
 namespace {
 
+using test::fd_check;
 using test::throws_error;
 
 constexpr double kFdTol = 1e-6;   // fp64 analytic against fp64 finite differences
 constexpr double kF32Tol = 1e-5;  // the f32 instantiation against the f64 one
 
-// ---- helpers (randn64, dot and fd_check as in test_grad.cpp) -----------------------------------------------------
+// ---- helpers (fd_check and dot64 live in tests/common/test_util.h) -----------------------------------------------------
 
 Tensor randn64(Shape s, Rng& rng, double scale = 1.0) {
   Tensor t = Tensor::empty(s, DType::F64, Device::CPU);
@@ -54,11 +55,6 @@ Tensor round32(const Tensor& t) {
   return to32(t).to(Device::CPU, DType::F64);
 }
 
-double dot(const Tensor& a, const Tensor& b) {
-  double s = 0;
-  for (int64_t i = 0; i < a.numel(); i++) s += a.ptr<double>()[i] * b.ptr<double>()[i];
-  return s;
-}
 
 // a - b, element-wise (f64).
 Tensor sub(const Tensor& a, const Tensor& b) {
@@ -67,24 +63,6 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   return d;
 }
 
-// Relative error of `analytic` against central differences of `loss` with respect to every element of `x`, with the
-// step h (1e-5 for inputs of order 1; smaller for inputs whose function bends on a smaller scale).
-double fd_check(Tensor x, const Tensor& analytic, const std::function<double()>& loss, double h = 1e-5) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < x.numel(); i++) {
-    const double x0 = x.ptr<double>()[i];
-    x.ptr<double>()[i] = x0 + h;
-    const double lp = loss();
-    x.ptr<double>()[i] = x0 - h;
-    const double lm = loss();
-    x.ptr<double>()[i] = x0;
-    const double fd = (lp - lm) / (2 * h);
-    const double d = analytic.ptr<double>()[i] - fd;
-    num += d * d;
-    den += fd * fd;
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
-}
 
 // fd_check, printed and held to kFdTol.
 void expect_fd(const std::string& what, Tensor x, const Tensor& analytic, const std::function<double()>& loss,
@@ -163,7 +141,7 @@ TEST(GradOps, RmsNormAccumulates) {
     auto loss = [&] {
       Tensor out = empty64({N, c.D});
       ops::rmsnorm(ctx, out, x, w, eps);
-      return dot(out, R);
+      return test::dot64(out, R);
     };
     // dx starts non-zero: the result must be the old value plus the gradient.
     Tensor dx0 = randn64({N, c.D}, rng), dx = clone(dx0);
@@ -188,7 +166,7 @@ TEST(GradOps, MatmulInputAndWeight) {
     auto loss = [&] {
       Tensor out = empty64({d.M, d.N});
       ops::matmul(ctx, out, x, w);
-      return dot(out, R);
+      return test::dot64(out, R);
     };
     const std::string dims = strfmt("M=%lld K=%lld N=%lld", static_cast<long long>(d.M), static_cast<long long>(d.K),
                                     static_cast<long long>(d.N));
@@ -232,7 +210,7 @@ TEST(GradOps, Swiglu) {
   auto loss = [&] {
     Tensor out = empty64({N, F});
     ops::swiglu(ctx, out, gate, up);
-    return dot(out, R);
+    return test::dot64(out, R);
   };
   Tensor dgate = randn64({N, F}, rng), dup = randn64({N, F}, rng);  // garbage: both are `=`
   ops::swiglu_backward(ctx, dgate, dup, R, gate, up);
@@ -263,7 +241,7 @@ TEST(GradOps, Rope) {
     auto loss = [&] {
       Tensor y = clone(x);
       ops::rope(ctx, y, pos, inv);
-      return dot(y, R);
+      return test::dot64(y, R);
     };
     Tensor dx = clone(R);
     ops::rope_backward(ctx, dx, pos, inv);
@@ -294,7 +272,7 @@ TEST(GradOps, Attention) {
     auto loss = [&] {
       Tensor out = empty64(q.shape());
       ops::attention(ctx, out, q, k, v, 0, c.T, scale, c.window);
-      return dot(out, R);
+      return test::dot64(out, R);
     };
     Tensor dq = randn64(q.shape(), rng), dk = randn64(k.shape(), rng), dv = randn64(v.shape(), rng);  // all `=`
     ops::attention_backward(ctx, dq, dk, dv, R, q, k, v, scale, c.window);
@@ -324,7 +302,7 @@ TEST(GradOps, Softmax) {
     auto loss = [&] {
       Tensor y = empty64({N, V});
       ops::softmax(ctx, y, x);
-      return dot(y, R);
+      return test::dot64(y, R);
     };
     Tensor y = empty64({N, V}), dx = randn64({N, V}, rng);
     ops::softmax(ctx, y, x);
