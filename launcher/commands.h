@@ -10,5 +10,7 @@ int cmd_convert(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
 int cmd_train(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
+int cmd_export(const std::vector<std::string>& args);
 
 }  // namespace liger::cli

@@ -8,17 +8,19 @@
 #include "data/tokenizer.h"
 #include "launcher/commands.h"
 #include "launcher/options.h"
+#include "model/export.h"
 #include "model/generate.h"
 
 namespace liger::cli {
 
 int cmd_generate(const std::vector<std::string>& args) {
-  std::string model_dir, prompt, device, dtype;
+  std::string model_dir, adapter_dir, prompt, device, dtype;
   SamplingConfig sc;
   bool no_bos = false, quiet = false;
   po::options_description desc("generate options");
   desc.add_options()
       ("model", po::value(&model_dir)->required(), "model directory (HF config.json + safetensors + tokenizer)")
+      ("adapter", po::value(&adapter_dir), "LoRA adapters to merge first: PEFT dir or training checkpoint (cpu f32)")
       ("prompt", po::value(&prompt)->default_value(""), "prompt text (empty: start from BOS)")
       ("max-new-tokens", po::value(&sc.max_new_tokens)->default_value(256), "tokens to generate")
       ("temperature", po::value(&sc.temperature)->default_value(0.0f), "sampling temperature; 0 = greedy")
@@ -38,10 +40,15 @@ int cmd_generate(const std::vector<std::string>& args) {
 
   const Device dev = parse_device(device);
   const DType dt = dtype.empty() ? (dev == Device::CPU ? DType::F32 : DType::BF16) : parse_dtype(dtype);
+  LIGER_CHECK(adapter_dir.empty() || (dev == Device::CPU && dt == DType::F32),
+              "--adapter on the GPU: merge with liger export first (the merge is f32 on the CPU)");
   Context ctx = dev == Device::CUDA ? Context::cuda(0) : Context::cpu();
   std::unique_ptr<Tokenizer> tok = load_tokenizer(model_dir);
   Timer load_timer;
   std::unique_ptr<LlamaModel> model = LlamaModel::load(model_dir, ctx, dt);
+  if (!adapter_dir.empty()) {
+    merge_adapters(*model, LoraAdapters::load(adapter_dir, model->config(), Device::CPU));
+  }
   if (!quiet) {
     LOG_INFO("%s on %s (%s), tokenizer %s, loaded in %.2f s", model->config().summary().c_str(), ctx.device_label(),
              dtype_name(dt), tok->kind().c_str(), load_timer.seconds());

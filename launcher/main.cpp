@@ -18,8 +18,10 @@ void usage(FILE* f) {
                "usage: liger <command> [options]   (liger <command> --help for the options of one)\n\n"
                "commands:\n"
                "  convert    HF model directory -> Liger model directory (gla, hgrn2, gsa; ablations; hybrid)\n"
-               "  generate   generate text from a model directory (HF or Liger)\n"
+               "  generate   generate text from a model directory (HF or Liger), optionally with LoRA adapters merged\n"
                "  train      LoRA fine-tuning: `liger train --config configs/stories260k-liger-gla.cfg`\n"
+               "  eval       perplexity on a text file or a validation split; --diagnostics: per-layer Liger figures\n"
+               "  export     merge LoRA adapters into the weights: a model directory of its own\n"
                "  bench      benchmarks: `liger bench forward --shape llama3-8b --seq 1024 --device cuda`\n");
 }
 
@@ -42,6 +44,8 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return liger::cli::cmd_generate(args);
     if (cmd == "bench") return liger::cli::cmd_bench(args);
     if (cmd == "train") return liger::cli::cmd_train(args);
+    if (cmd == "eval") return liger::cli::cmd_eval(args);
+    if (cmd == "export") return liger::cli::cmd_export(args);
     std::fprintf(stderr, "liger: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return 2;

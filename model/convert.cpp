@@ -14,10 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Files of an HF directory that describe the tokenizer and generation defaults.
-const char* kSideFiles[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                            "generation_config.json"};
-
 void link_or_copy(const fs::path& from, const fs::path& to, bool copy) {
   std::error_code ec;
   if (!copy) {
@@ -29,6 +25,12 @@ void link_or_copy(const fs::path& from, const fs::path& to, bool copy) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& model_side_files() {
+  static const std::vector<std::string> files = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                                 "special_tokens_map.json", "generation_config.json"};
+  return files;
+}
 
 void convert_to_liger(const std::string& src_dir, const std::string& out_dir, const LigerConfig& lc,
                       const ConvertOptions& opt) {
@@ -64,7 +66,7 @@ void convert_to_liger(const std::string& src_dir, const std::string& out_dir, co
     const bool weights = name == "model.safetensors.index.json" ||
                          (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0);
     bool side = false;
-    for (const char* s : kSideFiles) side = side || name == s;
+    for (const std::string& s : model_side_files()) side = side || name == s;
     if (!weights && !side) continue;
     link_or_copy(e.path(), tmp / name, opt.copy_weights || side);
     linked++;

@@ -6,10 +6,15 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 
 namespace liger {
+
+// The files besides config.json and the weights that a model directory carries along (tokenizer, generation
+// defaults); `convert` and `export` copy those present.
+const std::vector<std::string>& model_side_files();
 
 struct ConvertOptions {
   bool copy_weights = false;  // copy instead of hard-linking

@@ -335,6 +335,25 @@ void liger_attention(Context& ctx, const ModelConfig& cfg, Tensor att, const Ten
   });
 }
 
+LigerIntermediates liger_attention_intermediates(Context& ctx, const ModelConfig& cfg, Tensor att, const Tensor& q,
+                                                 const Tensor& k, const Tensor& v, const Tensor& positions,
+                                                 const Tensor& inv_freq, int64_t B, int64_t T) {
+  LIGER_CHECK(!ctx.is_cuda(), "Liger layers run on the CPU in this version (use --device cpu)");
+  LigerIntermediates out;
+  by_dtype(att.dtype(), [&](auto zero) {
+    Liger<decltype(zero)> L(ctx, cfg, B, T);
+    Branches br;
+    // A fresh (zero) state: the chunked recurrence from zero, as without a state, but the final state is kept.
+    LigerLayerState st = make_liger_state(cfg, B, att.dtype(), Device::CPU);
+    L.recurrent(q, k, v, &st, &br);
+    if (cfg.liger.mix_swa != 0.0) L.window(q, k, v, positions, inv_freq, 0, nullptr, &br);
+    L.mix(att.view({B, T, cfg.local_heads(), cfg.head_dim}), br);
+    out.g = br.g;
+    out.state = st.state;
+  });
+  return out;
+}
+
 void liger_attention_backward(Context& ctx, const ModelConfig& cfg, const Tensor& datt, const Tensor& q,
                               const Tensor& k, const Tensor& v, const Tensor& positions, const Tensor& inv_freq,
                               int64_t B, int64_t T, Tensor dq, Tensor dk, Tensor dv) {

@@ -31,6 +31,19 @@ void liger_attention(Context& ctx, const ModelConfig& cfg, Tensor att, const Ten
                      const Tensor& v, const Tensor& positions, const Tensor& inv_freq, int64_t B, int64_t T,
                      int64_t pos0, LigerLayerState* st);
 
+// The training form of liger_attention (no state, positions 0 .. T-1) that also hands back what the recurrent branch
+// computed on the way, for model/diagnostics.h: att (B*T, H*HS) is the same output as liger_attention's (=), and
+//   g      (B, T, HKV, K): the log-gates log(alpha) <= 0 (K = HS for gla/hgrn2, M slots for gsa),
+//   state  (B, HKV, K, HS): the recurrent state after the last token (the value-slot state for gsa).
+// The recurrent branch runs here even when mix_recurrent = 0 (the SWA-only ablation), so the gates always exist.
+struct LigerIntermediates {
+  Tensor g;      // (B, T, HKV, K)
+  Tensor state;  // (B, HKV, K, HS)
+};
+LigerIntermediates liger_attention_intermediates(Context& ctx, const ModelConfig& cfg, Tensor att, const Tensor& q,
+                                                 const Tensor& k, const Tensor& v, const Tensor& positions,
+                                                 const Tensor& inv_freq, int64_t B, int64_t T);
+
 // The training form's backward: dq (B*T, H*HS), dk and dv (B*T, HKV*HS) = the gradients of the projections before
 // RoPE, from datt (B*T, H*HS), the gradient of liger_attention's output (no state, positions 0 .. T-1).
 void liger_attention_backward(Context& ctx, const ModelConfig& cfg, const Tensor& datt, const Tensor& q,

@@ -242,6 +242,7 @@ void LoraAdapters::load_parameters(const std::vector<std::pair<std::string, Tens
 
 LoraAdapters LoraAdapters::load(const std::string& dir, const ModelConfig& cfg, Device device) {
   namespace fs = std::filesystem;
+  LIGER_CHECK(fs::is_directory(dir), "%s: adapter directory does not exist", dir.c_str());
   const std::string cpath = (fs::path(dir) / "adapter_config.json").string();
   LIGER_CHECK(fs::exists(cpath), "%s: missing adapter_config.json (not a PEFT adapter directory)", dir.c_str());
   Json j = read_json_file(cpath);

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -11,7 +14,9 @@
 #include <sstream>
 
 #include "core/json.h"
+#include "core/rng.h"
 #include "core/tensor.h"
+#include "model/lora.h"
 #include "tests/common/test_util.h"
 
 namespace liger::test {
@@ -118,7 +123,8 @@ TEST(Cli, ConvertThenGenerateThroughTheRecurrentDecode) {
 
 TEST(Cli, HelpOnEverySubcommand) {
   TempDir tmp("cli");
-  for (const char* sub : {"convert --help", "generate --help", "bench --help", "bench forward --help", "--help"}) {
+  for (const char* sub : {"convert --help", "generate --help", "bench --help", "bench forward --help", "eval --help",
+                          "export --help", "--help"}) {
     RunResult r = run_liger(sub, tmp);
     EXPECT_EQ(r.exit_code, 0) << sub << ": " << r.err;
     EXPECT_NE(r.out.find("usage: liger"), std::string::npos) << sub;
@@ -228,6 +234,189 @@ TEST(Cli, BadOptionValues) {
   expect_one_line_error(run_liger("generate --model " + dir + " --top-p 1.5", tmp), {"--top-p"});
   expect_one_line_error(run_liger("generate --model " + dir + " --device tpu", tmp), {"tpu"});
   expect_one_line_error(run_liger("bench forward --shape gpt5 --device cpu", tmp), {"gpt5"});
+}
+
+// ---- eval, export, generate --adapter ----------------------------------------------------------------------------
+
+const char* kPeftAdapter = "tests/golden/peft_stories260k/step1";  // written by HF PEFT after one training step
+
+// LoRA adapters for the model of `config_json` (rank 4, random B: not a no-op), saved as a PEFT directory.
+std::string make_adapter(const TempDir& tmp, const std::string& name, const std::string& config_json,
+                         const std::string& targets) {
+  LoraConfig lc;
+  lc.rank = 4;
+  lc.targets = LoraConfig::parse_targets(targets);
+  LoraAdapters a = LoraAdapters::init(load_model_config(config_json), lc, Device::CPU);
+  Rng rng(3);
+  for (auto& [n, p] : a.parameters())
+    if (n.find("lora_B") != std::string::npos)
+      for (int64_t i = 0; i < p.numel(); i++) p.ptr<float>()[i] = 0.05f * rng.normal();
+  const std::string dir = tmp.file(name);
+  a.save(dir, "test");
+  return dir;
+}
+
+// "loss X  ppl Y  tokens N  chunks C" -> {X, Y}; fails the test when stdout is not exactly that line.
+std::pair<double, double> parse_eval_line(const std::string& out) {
+  double loss = NAN, ppl = NAN;
+  long long tokens = 0, chunks = 0;
+  EXPECT_EQ(std::sscanf(out.c_str(), "loss %lf  ppl %lf  tokens %lld  chunks %lld", &loss, &ppl, &tokens, &chunks), 4)
+      << out;
+  EXPECT_GT(tokens, 0);
+  EXPECT_GT(chunks, 0);
+  return {loss, ppl};
+}
+
+TEST(Cli, EvalPrintsLossAndPerplexity) {
+  TempDir tmp("cli");
+  const std::string model = source_path("assets/stories260K/hf");
+  const std::string text = source_path("assets/text/tinystories_valid_head.txt");
+  RunResult r = run_liger("eval --model " + model + " --text " + text + " --chunk-length 64 --max-chunks 2", tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "stdout must be the one result line: " << r.out;
+  auto [loss, ppl] = parse_eval_line(r.out);
+  EXPECT_TRUE(std::isfinite(loss));
+  EXPECT_NEAR(ppl, std::exp(loss), 1e-3 * ppl);  // printed with 6 and 4 decimals
+  EXPECT_NE(r.out.find("chunks 2"), std::string::npos) << r.out;
+
+  // The validation split of an Alpaca file, with the training keys.
+  const std::string alpaca = tmp.file("alpaca.json");
+  {
+    Json recs = Json::array();
+    for (int i = 0; i < 40; i++)
+      recs.push_back({{"instruction", "Tell a story about a cat number " + std::to_string(i) + "."},
+                      {"input", i % 2 ? "" : "The cat is happy."},
+                      {"output", "Once upon a time, there was a cat. The cat liked to play in the sun all day."}});
+    std::ofstream(alpaca) << recs.dump();
+  }
+  r = run_liger("eval --model " + model + " --data " + alpaca + " --validation-count 8 --chunk-length 32 --json " +
+                    tmp.file("a.json"),
+                tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  parse_eval_line(r.out);
+  const Json j = read_json_file(tmp.file("a.json"));
+  EXPECT_EQ(j["split"], "validation");
+  EXPECT_GT(j["tokens"].get<int64_t>(), 0);
+
+  // Bad combinations are one-line errors.
+  expect_one_line_error(run_liger("eval --model " + model, tmp), {"--text", "--data"});
+  expect_one_line_error(run_liger("eval --model " + model + " --text " + text + " --validation-count 3", tmp),
+                        {"--validation-count", "--data"});
+  expect_one_line_error(run_liger("eval --model " + model + " --text " + text + " --diagnostics", tmp),
+                        {model, "Liger"});
+  expect_one_line_error(run_liger("eval --model " + model + " --text " + tmp.file("none.txt"), tmp),
+                        {tmp.file("none.txt")});
+}
+
+TEST(Cli, EvalDiagnosticsTableOnALigerModel) {
+  TempDir tmp("cli");
+  const std::string out = tmp.file("liger_gla");
+  RunResult r = run_liger("convert --model " + source_path("assets/stories260K/hf") + " --out " + out, tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_liger("eval --model " + out + " --text " + source_path("assets/text/tinystories_valid_head.txt") +
+                    " --chunk-length 64 --max-chunks 2 --diagnostics --json " + tmp.file("d.json"),
+                tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  parse_eval_line(r.out);
+  EXPECT_NE(r.out.find("rel_err"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1 + 1 + 5) << r.out;  // result, header, 5 layers
+  const Json j = read_json_file(tmp.file("d.json"));
+  ASSERT_EQ(j["diagnostics"].size(), 5u);
+  for (const Json& row : j["diagnostics"]) {
+    EXPECT_GT(row["rel_error"].get<double>(), 0.0);
+    EXPECT_GT(row["mean_gate"].get<double>(), 0.0);
+    EXPECT_LT(row["mean_gate"].get<double>(), 1.0);
+    EXPECT_GE(row["memory_length"].get<double>(), 1.0);
+  }
+}
+
+TEST(Cli, GenerateWithAdapterAndExportThenGenerate) {
+  TempDir tmp("cli");
+  const std::string model = source_path("assets/stories260K/hf"), adapter = source_path(kPeftAdapter);
+  const std::string gen = " --prompt 'Once upon a time' --max-new-tokens 40 --quiet";
+  RunResult merged = run_liger("generate --model " + model + " --adapter " + adapter + gen, tmp);
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  EXPECT_EQ(merged.out.rfind("Once upon a time", 0), 0u) << merged.out;
+
+  // A random adapter on every projection changes the greedy continuation; the PEFT one (one step of lr 1e-3) may not.
+  const std::string strong = make_adapter(tmp, "strong", model + "/config.json", "q,k,v,o,gate,up,down");
+  RunResult plain = run_liger("generate --model " + model + gen, tmp);
+  RunResult changed = run_liger("generate --model " + model + " --adapter " + strong + gen, tmp);
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  EXPECT_NE(changed.out, plain.out);
+
+  // Export, then the exported directory generates what generate --adapter generated (the same f32 merge).
+  const std::string out = tmp.file("exported");
+  RunResult r = run_liger("export --model " + model + " --adapter " + strong + " --out " + out, tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  RunResult again = run_liger("generate --model " + out + gen, tmp);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, changed.out);
+
+  // And eval of the export equals eval of the model with the adapters (unmerged) to f32 rounding.
+  const std::string text =
+      " --text " + source_path("assets/text/tinystories_valid_head.txt") + " --chunk-length 64 --max-chunks 2";
+  RunResult e1 = run_liger("eval --model " + out + text, tmp);
+  RunResult e2 = run_liger("eval --model " + model + " --adapter " + strong + text, tmp);
+  ASSERT_EQ(e1.exit_code, 0) << e1.err;
+  ASSERT_EQ(e2.exit_code, 0) << e2.err;
+  EXPECT_NEAR(parse_eval_line(e1.out).first, parse_eval_line(e2.out).first, 2e-6);  // 6 printed decimals
+
+  // The output exists: --force replaces it, else a one-line error.
+  expect_one_line_error(run_liger("export --model " + model + " --adapter " + strong + " --out " + out, tmp),
+                        {out, "--force"});
+  r = run_liger("export --model " + model + " --adapter " + adapter + " --out " + out + " --force", tmp);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST(Cli, EvalOfATrainingCheckpointIsTheTrainersValidationLoss) {
+  TempDir tmp("cli");
+  const std::string model = source_path("assets/stories260K/hf"), run = tmp.file("run");
+  const std::string data = " --data " + source_path("assets/text/tinystories_valid_head.txt") +
+                           " --data-format text --chunk-length 64 --validation-fraction 0.1";
+  RunResult r = run_liger(
+      "train --model " + model + " --out " + run + data + " --max-steps 2 --grad-accum 1 --eval-chunks 3 --lr 1e-2",
+      tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  double val = NAN;
+  char ckpt[4096] = {0};
+  ASSERT_EQ(std::sscanf(r.out.c_str(), "trained %*d steps; final validation loss %lf; checkpoint %4095s", &val, ckpt),
+            2)
+      << r.out;
+  // The checkpoint directory is a PEFT adapter directory; eval on the same split and chunks gives the same loss.
+  r = run_liger("eval --model " + model + " --adapter " + ckpt + data + " --max-chunks 3", tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NEAR(parse_eval_line(r.out).first, val, 1e-4);  // printed with 4 decimals by train
+}
+
+TEST(Cli, AdapterForAnotherModelIsAOneLineError) {
+  TempDir tmp("cli");
+  const std::string model = source_path("assets/stories260K/hf");
+  // Made for llama3_gqa_tied: q, k, v happen to have stories260K's shapes, its MLP is 96 wide instead of 172.
+  const std::string other =
+      make_adapter(tmp, "other", source_path("tests/golden/llama3_gqa_tied/config.json"), "q,k,v,gate");
+  const std::string file = other + "/adapter_model.safetensors";
+  const std::string tensor = "base_model.model.model.layers.0.mlp.gate_proj.lora_B.weight";
+  expect_one_line_error(run_liger("generate --model " + model + " --adapter " + other + " --max-new-tokens 2", tmp),
+                        {file, tensor, "(96, 4)", "(172, 4)"});
+  expect_one_line_error(run_liger("eval --model " + model + " --adapter " + other + " --text " +
+                                      source_path("assets/text/tinystories_valid_head.txt"),
+                                  tmp),
+                        {file, tensor});
+  expect_one_line_error(run_liger("export --model " + model + " --adapter " + other + " --out " + tmp.file("x"), tmp),
+                        {file, tensor});
+  EXPECT_FALSE(fs::exists(tmp.file("x")));
+  // A missing adapter directory is named.
+  const std::string none = tmp.file("no_such_adapter");
+  expect_one_line_error(run_liger("generate --model " + model + " --adapter " + none, tmp), {none});
+  expect_one_line_error(run_liger("export --model " + model + " --adapter " + none + " --out " + tmp.file("y"), tmp),
+                        {none});
+  // A directory without adapter_config.json is not an adapter.
+  expect_one_line_error(run_liger("generate --model " + model + " --adapter " + model, tmp),
+                        {model, "adapter_config.json"});
 }
 
 TEST(Cli, CudaWithoutGpuIsAClearError) {
