@@ -30,13 +30,6 @@ inline bool is_float_dtype(DType d) {
   return d == DType::F32 || d == DType::BF16 || d == DType::F16 || d == DType::F64;
 }
 
-// The CPU reference path computes in fp32 only.
-inline void check_cpu_f32(const char* op, std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts) {
-    LIGER_CHECK(t->dtype() == DType::F32, "%s: the CPU path takes f32 tensors, got %s", op, dtype_name(t->dtype()));
-  }
-}
-
 // CPU reference ops that also run in fp64 (for finite-difference gradient checks): every tensor f32, or every tensor
 // f64.
 inline void check_cpu_float(const char* op, std::initializer_list<const Tensor*> ts) {
