@@ -12,6 +12,10 @@
 //     Kt_t = Diag(exp(g_t)) Kt_{t-1} + s_t (x) k_t ;   z_t[h] = Kt_t q_t[h]      (z in R^M)
 //
 // Both come as the chunked form (training and prefill) and the one-step form (decode); they agree to rounding.
+//
+// Dtypes: the CPU path takes every tensor f32 (or every tensor f64, for the finite-difference checks). The CUDA path
+// (ops/cuda/recurrence.cu) takes the state tensors f32 and every other tensor f32 or bf16, all alike; it computes in
+// fp32 (running log-gate sums, scores and the state) and rounds once when it stores an output.
 #pragma once
 
 #include "ops/common.h"
@@ -31,6 +35,33 @@ void linear_recurrence_backward(Tensor dfq, Tensor dfk, Tensor dv, Tensor dg, co
 void slot_scores_backward(Tensor dq, Tensor dk, Tensor ds, Tensor dg, const Tensor& dz, const Tensor& q,
                           const Tensor& k, const Tensor& s, const Tensor& g, const Tensor& state0);
 }  // namespace cpu
+namespace cuda {
+void linear_recurrence(Context& ctx, Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g,
+                       Tensor state, int64_t chunk);
+void linear_recurrence_step(Context& ctx, Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v,
+                            const Tensor& g, Tensor state);
+void slot_scores(Context& ctx, Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g,
+                 Tensor state, int64_t chunk);
+void slot_scores_step(Context& ctx, Tensor z, const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g,
+                      Tensor state);
+void linear_recurrence_backward(Context& ctx, Tensor dfq, Tensor dfk, Tensor dv, Tensor dg, const Tensor& dout,
+                                const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g,
+                                const Tensor& state0);
+void slot_scores_backward(Context& ctx, Tensor dq, Tensor dk, Tensor ds, Tensor dg, const Tensor& dz, const Tensor& q,
+                          const Tensor& k, const Tensor& s, const Tensor& g, const Tensor& state0);
+}  // namespace cuda
+
+// The CUDA path's dtypes: `states` f32; every tensor of `ts` f32 or bf16, all alike.
+inline void check_cuda_recurrence(const char* op, std::initializer_list<const Tensor*> states,
+                                  std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : states)
+    LIGER_CHECK(t->dtype() == DType::F32, "%s: the state must be f32 on the GPU, got %s", op, dtype_name(t->dtype()));
+  const DType first = (*ts.begin())->dtype();
+  LIGER_CHECK(first == DType::F32 || first == DType::BF16, "%s: the GPU path takes f32 or bf16 tensors, got %s", op,
+              dtype_name(first));
+  for (const Tensor* t : ts)
+    LIGER_CHECK(t->dtype() == first, "%s: tensors mix %s and %s", op, dtype_name(first), dtype_name(t->dtype()));
+}
 
 // Shapes: fq (B, T, H, K), fk (B, T, HKV, K), v (B, T, HKV, Vd), g (B, T, HKV, K) log-gates (<= 0),
 // state (B, HKV, K, Vd) f32 (in: the state before the first token; out: after the last), out (B, T, H, Vd) =.
@@ -52,8 +83,12 @@ inline void linear_recurrence(Context& ctx, Tensor out, const Tensor& fq, const 
   check_device(ctx, "linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
   check_recurrence("linear_recurrence", out, fq, fk, v, g, state);
   LIGER_CHECK(chunk >= 1, "linear_recurrence: chunk must be >= 1");
-  LIGER_CHECK(!ctx.is_cuda(),
-              "linear_recurrence: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    check_cuda_recurrence("linear_recurrence", {&state}, {&out, &fq, &fk, &v, &g});
+    return cuda::linear_recurrence(ctx, out, fq, fk, v, g, state, chunk);
+  }
+#endif
   check_cpu_float("linear_recurrence", {&out, &fq, &fk, &v, &g, &state});
   cpu::linear_recurrence(out, fq, fk, v, g, state, chunk);
 }
@@ -65,8 +100,12 @@ inline void linear_recurrence_step(Context& ctx, Tensor out, const Tensor& fq, c
   check_recurrence("linear_recurrence_step", out, fq, fk, v, g, state);
   LIGER_CHECK(fq.dim(1) == 1, "linear_recurrence_step: one token at a time (T = %lld)",
               static_cast<long long>(fq.dim(1)));
-  LIGER_CHECK(!ctx.is_cuda(),
-              "linear_recurrence_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    check_cuda_recurrence("linear_recurrence_step", {&state}, {&out, &fq, &fk, &v, &g});
+    return cuda::linear_recurrence_step(ctx, out, fq, fk, v, g, state);
+  }
+#endif
   check_cpu_float("linear_recurrence_step", {&out, &fq, &fk, &v, &g, &state});
   cpu::linear_recurrence_step(out, fq, fk, v, g, state);
 }
@@ -91,7 +130,12 @@ inline void slot_scores(Context& ctx, Tensor z, const Tensor& q, const Tensor& k
   check_device(ctx, "slot_scores", {&z, &q, &k, &s, &g, &state});
   check_slot_scores("slot_scores", z, q, k, s, g, state);
   LIGER_CHECK(chunk >= 1, "slot_scores: chunk must be >= 1");
-  LIGER_CHECK(!ctx.is_cuda(), "slot_scores: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    check_cuda_recurrence("slot_scores", {&state}, {&z, &q, &k, &s, &g});
+    return cuda::slot_scores(ctx, z, q, k, s, g, state, chunk);
+  }
+#endif
   check_cpu_float("slot_scores", {&z, &q, &k, &s, &g, &state});
   cpu::slot_scores(z, q, k, s, g, state, chunk);
 }
@@ -101,15 +145,19 @@ inline void slot_scores_step(Context& ctx, Tensor z, const Tensor& q, const Tens
   check_device(ctx, "slot_scores_step", {&z, &q, &k, &s, &g, &state});
   check_slot_scores("slot_scores_step", z, q, k, s, g, state);
   LIGER_CHECK(q.dim(1) == 1, "slot_scores_step: one token at a time (T = %lld)", static_cast<long long>(q.dim(1)));
-  LIGER_CHECK(!ctx.is_cuda(),
-              "slot_scores_step: the CUDA kernel is not written yet (run Liger layers with --device cpu)");
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    check_cuda_recurrence("slot_scores_step", {&state}, {&z, &q, &k, &s, &g});
+    return cuda::slot_scores_step(ctx, z, q, k, s, g, state);
+  }
+#endif
   check_cpu_float("slot_scores_step", {&z, &q, &k, &s, &g, &state});
   cpu::slot_scores_step(z, q, k, s, g, state);
 }
 
 // Backward of linear_recurrence over whole sequences starting from state0 (the training form; the final state's
 // gradient is taken as zero): dfq (B, T, H, K), dfk (B, T, HKV, K), dv (B, T, HKV, Vd), dg (B, T, HKV, K) =, from
-// dout (B, T, H, Vd). CPU (f32 or f64) only for now.
+// dout (B, T, H, Vd). The outputs must not alias the inputs.
 inline void linear_recurrence_backward(Context& ctx, Tensor dfq, Tensor dfk, Tensor dv, Tensor dg, const Tensor& dout,
                                        const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g,
                                        const Tensor& state0) {
@@ -120,12 +168,18 @@ inline void linear_recurrence_backward(Context& ctx, Tensor dfq, Tensor dfk, Ten
   check_shape(op, "dfk", dfk, fk.shape());
   check_shape(op, "dv", dv, v.shape());
   check_shape(op, "dg", dg, g.shape());
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    check_cuda_recurrence(op, {&state0}, {&dfq, &dfk, &dv, &dg, &dout, &fq, &fk, &v, &g});
+    return cuda::linear_recurrence_backward(ctx, dfq, dfk, dv, dg, dout, fq, fk, v, g, state0);
+  }
+#endif
   check_cpu_float(op, {&dfq, &dfk, &dv, &dg, &dout, &fq, &fk, &v, &g, &state0});
   cpu::linear_recurrence_backward(dfq, dfk, dv, dg, dout, fq, fk, v, g, state0);
 }
 
-// Backward of slot_scores from state0: dq (B, T, H, d), dk (B, T, HKV, d), ds and dg (B, T, HKV, M) =, from dz.
+// Backward of slot_scores from state0: dq (B, T, H, d), dk (B, T, HKV, d), ds and dg (B, T, HKV, M) =, from dz
+// (B, T, H, M); the final state's gradient is taken as zero. The outputs must not alias the inputs.
 inline void slot_scores_backward(Context& ctx, Tensor dq, Tensor dk, Tensor ds, Tensor dg, const Tensor& dz,
                                  const Tensor& q, const Tensor& k, const Tensor& s, const Tensor& g,
                                  const Tensor& state0) {
@@ -136,7 +190,12 @@ inline void slot_scores_backward(Context& ctx, Tensor dq, Tensor dk, Tensor ds, 
   check_shape(op, "dk", dk, k.shape());
   check_shape(op, "ds", ds, s.shape());
   check_shape(op, "dg", dg, g.shape());
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    check_cuda_recurrence(op, {&state0}, {&dq, &dk, &ds, &dg, &dz, &q, &k, &s, &g});
+    return cuda::slot_scores_backward(ctx, dq, dk, ds, dg, dz, q, k, s, g, state0);
+  }
+#endif
   check_cpu_float(op, {&dq, &dk, &ds, &dg, &dz, &q, &k, &s, &g, &state0});
   cpu::slot_scores_backward(dq, dk, ds, dg, dz, q, k, s, g, state0);
 }

@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGER_CUDA=ON -DLIGER_CUDA_ARCHS=90a >/dev/null
-targets=(liger test_ops_gpu test_golden_gpu test_cli)
+targets=(liger test_ops_gpu test_golden_gpu test_recurrence_gpu test_cli)
 cmake --build build-gpu -j"${JOBS:-2}" --target "${targets[@]}"
 mkdir -p .gpu
 # Each binary carries its own copy of the kernels (~12 MB): only what runs there travels (64 MiB limit).
-for t in liger tests/ops/test_ops_gpu tests/model/test_golden_gpu tests/cli/test_cli; do
+for t in liger tests/ops/test_ops_gpu tests/ops/test_recurrence_gpu tests/model/test_golden_gpu tests/cli/test_cli; do
   cp "build-gpu/$t" .gpu/
   strip .gpu/"$(basename "$t")"
 done
