@@ -62,10 +62,7 @@ int cmd_convert(const std::vector<std::string>& args) {
   }
   j["softmax_layers"] = layers;
   // Validated against the model's shapes inside convert_to_liger; here only the option syntax.
-  ModelConfig any;
-  any.n_layers = INT32_MAX;
-  any.head_dim = lc.gsa_slots > 0 ? lc.gsa_slots : 1;
-  lc = parse_liger_config(j, "convert options", any);
+  lc = parse_liger_config(j, "convert options");
   convert_to_liger(model_dir, out_dir, lc, opt);
   return 0;
 }

@@ -163,7 +163,7 @@ const char* LigerConfig::variant_name() const {
   return "?";
 }
 
-LigerConfig parse_liger_config(const Json& s, const std::string& file, const ModelConfig& base) {
+LigerConfig parse_liger_config(const Json& s, const std::string& file) {
   const std::string where = file + " (liger)";
   LIGER_CHECK(s.is_object(), "%s: key 'liger' must be an object", file.c_str());
   static const char* known[] = {"variant", "window", "mix_swa", "mix_recurrent", "gate", "gate_source",
@@ -197,10 +197,7 @@ LigerConfig parse_liger_config(const Json& s, const std::string& file, const Mod
     LIGER_CHECK(a.is_array(), "%s: key 'softmax_layers' must be a list of layer indices", where.c_str());
     for (const Json& x : a) {
       LIGER_CHECK(x.is_number_integer(), "%s: key 'softmax_layers' must hold integers", where.c_str());
-      const int64_t l = x.get<int64_t>();
-      LIGER_CHECK(l >= 0 && l < base.n_layers, "%s: key 'softmax_layers': layer %lld does not exist (%lld layers)",
-                  where.c_str(), static_cast<long long>(l), static_cast<long long>(base.n_layers));
-      lc.softmax_layers.push_back(l);
+      lc.softmax_layers.push_back(x.get<int64_t>());
     }
   }
   LIGER_CHECK(lc.window >= 0, "%s: key 'window' must be >= 0", where.c_str());
@@ -210,6 +207,17 @@ LigerConfig parse_liger_config(const Json& s, const std::string& file, const Mod
   LIGER_CHECK(lc.gate || lc.variant == LigerConfig::Variant::Gla,
               "%s: key 'gate' = false is only meaningful for the gla variant (hgrn2 and gsa write with 1 - gate)",
               where.c_str());
+  LIGER_CHECK(lc.gsa_slots >= 1, "%s: key 'gsa_slots' must be >= 1", where.c_str());
+  return lc;
+}
+
+LigerConfig parse_liger_config(const Json& s, const std::string& file, const ModelConfig& base) {
+  LigerConfig lc = parse_liger_config(s, file);
+  const std::string where = file + " (liger)";
+  for (int64_t l : lc.softmax_layers) {
+    LIGER_CHECK(l >= 0 && l < base.n_layers, "%s: key 'softmax_layers': layer %lld does not exist (%lld layers)",
+                where.c_str(), static_cast<long long>(l), static_cast<long long>(base.n_layers));
+  }
   if (lc.variant == LigerConfig::Variant::Gsa) {
     LIGER_CHECK(lc.gsa_slots >= 1 && base.head_dim % lc.gsa_slots == 0,
                 "%s: key 'gsa_slots' = %lld must divide head_dim %lld", where.c_str(),

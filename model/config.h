@@ -74,7 +74,10 @@ struct ModelConfig {
 // Reads `path` (an HF config.json, with or without a "liger" section). Errors name the file and the key.
 ModelConfig load_model_config(const std::string& path);
 // The "liger" section: parse (errors name `file` and the key) and write.
+// With `base`, the settings are also checked against the model's shapes (softmax_layers exist, gsa_slots divides
+// head_dim); without, only their syntax and ranges (command-line options before a model is at hand).
 LigerConfig parse_liger_config(const Json& section, const std::string& file, const ModelConfig& base);
+LigerConfig parse_liger_config(const Json& section, const std::string& file);
 Json liger_config_to_json(const LigerConfig& lc);
 
 // Built-in shapes for benchmarks (random weights): "llama3-8b", "llama3.2-1b", "llama3.2-3b", "mistral-7b",
