@@ -69,8 +69,23 @@ void* device_alloc(Device device, size_t bytes) {
     return p;
   }
 #ifdef LIGER_CUDA
+  // Stream-ordered allocation on the legacy default stream from the device's pool, which keeps freed memory for
+  // reuse (release threshold: never), so the many temporaries of a training step cost no cudaMalloc/cudaFree and no
+  // device synchronization. The contexts' streams are blocking streams (core/context.cpp): work on them is ordered
+  // with the legacy stream, so memory freed here is reused only after the kernels that read it were issued before.
+  static const bool pool_ready = [] {
+    int dev = 0;
+    cudaMemPool_t pool;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+      uint64_t keep = UINT64_MAX;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    cudaGetLastError();
+    return true;
+  }();
+  (void)pool_ready;
   void* p = nullptr;
-  cudaError_t e = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+  cudaError_t e = cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, cudaStreamLegacy);
   if (e != cudaSuccess) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
@@ -93,7 +108,7 @@ void device_free(Device device, void* p, size_t bytes) {
     return;
   }
 #ifdef LIGER_CUDA
-  cudaFree(p);
+  cudaFreeAsync(p, cudaStreamLegacy);
 #endif
 }
 }  // namespace
@@ -134,7 +149,7 @@ Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
     std::memset(t.data(), 0, t.nbytes());
   } else {
 #ifdef LIGER_CUDA
-    CUDA_CHECK(cudaMemset(t.data(), 0, t.nbytes()));
+    CUDA_CHECK(cudaMemsetAsync(t.data(), 0, t.nbytes(), cudaStreamLegacy));
 #endif
   }
   return t;
@@ -249,6 +264,10 @@ void copy(Tensor dst, const Tensor& src) {
   }
 #ifdef LIGER_CUDA
   if (dst.dtype() == src.dtype()) {
+    if (dst.device() == Device::CUDA && src.device() == Device::CUDA) {  // stays stream-ordered, no host wait
+      CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, cudaStreamLegacy));
+      return;
+    }
     CUDA_CHECK(cudaMemcpy(dst.data(), src.data(), src.nbytes(), cudaMemcpyDefault));
     return;
   }

@@ -1,4 +1,6 @@
 // `liger bench forward`: prefill throughput and peak memory of the decoder on random weights (no files needed).
+// `liger bench train`: LoRA fine-tuning throughput (forward, backward, optimizer) of a Liger or softmax model on random
+// weights, as the trainer runs it.
 #include <algorithm>
 #include <cstdio>
 
@@ -8,6 +10,9 @@
 #include "launcher/commands.h"
 #include "launcher/options.h"
 #include "model/llama.h"
+#include "model/lora.h"
+#include "model/train_step.h"
+#include "train/optimizer.h"
 
 #ifdef LIGER_CUDA
 #include <cuda_runtime.h>
@@ -17,21 +22,22 @@ namespace liger::cli {
 
 namespace {
 
+void print_device_memory(Device dev);
+
 int bench_forward(const std::vector<std::string>& args) {
   std::string shape, device, dtype, logits_mode;
   int64_t seq = 0, batch = 1;
   int warmup = 0, iters = 0;
   po::options_description desc("bench forward options");
-  desc.add_options()
-      ("shape", po::value(&shape)->default_value("llama3-8b"),
-       "model shape: llama3-8b, llama3.2-1b, llama3.2-3b, mistral-7b, qwen2.5-7b, stories260k")
-      ("seq", po::value(&seq)->default_value(1024), "sequence length T")
-      ("batch", po::value(&batch)->default_value(1), "sequences per forward B")
-      ("device", po::value(&device)->default_value("cuda"), "cpu or cuda")
-      ("dtype", po::value(&dtype)->default_value(""), "f32 (cpu default) or bf16 (cuda default)")
-      ("logits", po::value(&logits_mode)->default_value("all"), "all: logits of every position; last: only the last")
-      ("warmup", po::value(&warmup)->default_value(2), "untimed forwards first")
-      ("iters", po::value(&iters)->default_value(5), "timed forwards (the median is reported)");
+  desc.add_options()("shape", po::value(&shape)->default_value("llama3-8b"),
+                     "model shape: llama3-8b, llama3.2-1b, llama3.2-3b, mistral-7b, qwen2.5-7b, stories260k")(
+      "seq", po::value(&seq)->default_value(1024), "sequence length T")("batch", po::value(&batch)->default_value(1),
+                                                                        "sequences per forward B")(
+      "device", po::value(&device)->default_value("cuda"), "cpu or cuda")("dtype", po::value(&dtype)->default_value(""),
+                                                                          "f32 (cpu default) or bf16 (cuda default)")(
+      "logits", po::value(&logits_mode)->default_value("all"), "all: logits of every position; last: only the last")(
+      "warmup", po::value(&warmup)->default_value(2), "untimed forwards first")(
+      "iters", po::value(&iters)->default_value(5), "timed forwards (the median is reported)");
   po::variables_map vm;
   if (!parse_options("bench forward", args, desc, &vm, "[--shape NAME] [--seq N] [options]")) return 0;
   LIGER_CHECK(seq > 0 && batch > 0 && iters > 0 && warmup >= 0, "--seq, --batch and --iters must be positive");
@@ -73,14 +79,120 @@ int bench_forward(const std::vector<std::string>& args) {
   std::printf("  peak memory held by liger: %.1f MiB (weights %.1f MiB, activations %.1f MiB, logits %.1f MiB)\n",
               ms.peak / 1048576.0, model->weight_bytes() / 1048576.0, model->activation_bytes() / 1048576.0,
               logits.nbytes() / 1048576.0);
+  print_device_memory(dev);
+  return 0;
+}
+
+// Peak and whole-process memory lines shared by the benchmarks.
+void print_device_memory(Device dev) {
 #ifdef LIGER_CUDA
   if (dev == Device::CUDA) {
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    std::printf("  device memory in use (whole process, incl. CUDA context and cuBLAS): %.1f MiB of %.1f MiB\n",
-                (total_b - free_b) / 1048576.0, total_b / 1048576.0);
+    std::printf(
+        "  device memory in use (whole process, incl. CUDA context, cuBLAS and the allocator's cache): %.1f MiB "
+        "of %.1f MiB\n",
+        (total_b - free_b) / 1048576.0, total_b / 1048576.0);
   }
+#else
+  (void)dev;
 #endif
+}
+
+int bench_train(const std::vector<std::string>& args) {
+  std::string shape, device, dtype, variant, targets;
+  int64_t seq = 0, batch = 1, rank = 8, window = 64;
+  int warmup = 0, iters = 0;
+  bool profile = false;
+  po::options_description desc("bench train options");
+  desc.add_options()("shape", po::value(&shape)->default_value("llama3-8b"),
+                     "model shape: llama3-8b, llama3.2-1b, llama3.2-3b, mistral-7b, qwen2.5-7b, stories260k")(
+      "variant", po::value(&variant)->default_value("gla"), "gla, hgrn2, gsa, or softmax (no conversion)")(
+      "window", po::value(&window)->default_value(64), "Liger sliding window (previous tokens)")(
+      "seq", po::value(&seq)->default_value(1024), "sequence length T")("batch", po::value(&batch)->default_value(1),
+                                                                        "sequences per step")(
+      "lora-rank", po::value(&rank)->default_value(8), "LoRA rank")(
+      "lora-targets", po::value(&targets)->default_value("q,k,v"), "adapted projections")(
+      "device", po::value(&device)->default_value("cuda"), "cpu or cuda")("dtype", po::value(&dtype)->default_value(""),
+                                                                          "f32 (cpu default) or bf16 (cuda default)")(
+      "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
+      "iters", po::value(&iters)->default_value(6), "timed steps (the median is reported)")(
+      "profile", po::bool_switch(&profile), "after the timed steps, profiled steps: time per section (syncs)");
+  po::variables_map vm;
+  if (!parse_options("bench train", args, desc, &vm, "[--shape NAME] [--seq N] [--variant V] [options]")) return 0;
+  LIGER_CHECK(seq > 1 && batch > 0 && iters > 0 && warmup >= 0, "--seq must be > 1, --batch and --iters positive");
+  const Device dev = parse_device(device);
+  const DType dt = dtype.empty() ? (dev == Device::CPU ? DType::F32 : DType::BF16) : parse_dtype(dtype);
+  ModelConfig cfg = model_config_for_shape(shape);
+  if (variant != "softmax") {
+    cfg.liger = parse_liger_config({{"variant", variant}, {"window", window}}, "--variant", cfg);
+    cfg.is_liger = true;
+  }
+  Context ctx = dev == Device::CUDA ? Context::cuda(0) : Context::cpu();
+  reset_peak(dev);
+  std::unique_ptr<LlamaModel> model = LlamaModel::random(cfg, ctx, dt, /*seed=*/1234);
+  LoraConfig lc;
+  lc.rank = rank;
+  lc.alpha = static_cast<double>(rank);
+  lc.targets = LoraConfig::parse_targets(targets);
+  lc.validate();
+  // As the trainer runs it: host master adapters and AdamW, a device working copy on the GPU.
+  LoraAdapters host = LoraAdapters::init(cfg, lc, Device::CPU);
+  LoraAdapters device_lora;
+  if (dev == Device::CUDA) device_lora = host.to(Device::CUDA);
+  LoraAdapters& work = dev == Device::CUDA ? device_lora : host;
+  AdamW opt(OptimConfig{}, host.parameters());
+  auto copy_all = [](const std::vector<std::pair<std::string, Tensor>>& dst,
+                     const std::vector<std::pair<std::string, Tensor>>& src) {
+    for (size_t i = 0; i < dst.size(); i++) copy(dst[i].second, src[i].second);
+  };
+  LOG_INFO("bench train: %s, B=%lld T=%lld, %s %s, LoRA r=%lld on %s (%lld parameters)", cfg.summary().c_str(),
+           static_cast<long long>(batch), static_cast<long long>(seq), ctx.device_label(), dtype_name(dt),
+           static_cast<long long>(rank), targets.c_str(), static_cast<long long>(host.n_params()));
+  std::vector<int32_t> ids(static_cast<size_t>(batch * seq)), tg(ids.size());
+  for (size_t i = 0; i < ids.size(); i++) ids[i] = static_cast<int32_t>((i * 7919 + 13) % cfg.vocab_size);
+  for (size_t i = 0; i < ids.size(); i++) tg[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
+  const Tensor tids = Tensor::from_i32({batch, seq}, ids), ttg = Tensor::from_i32({batch, seq}, tg);
+  std::vector<double> times;
+  double loss = 0;
+  auto step = [&] {
+    work.zero_grad();
+    const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq));
+    ProfileScope prof(ctx, "optimizer (gradients to host, AdamW, adapters back)");
+    if (dev == Device::CUDA) copy_all(host.gradients(), device_lora.gradients());
+    std::vector<Tensor> grads;
+    for (auto& [name, g] : host.gradients()) grads.push_back(g);
+    opt.step(grads);
+    if (dev == Device::CUDA) copy_all(device_lora.parameters(), host.parameters());
+    loss = st.loss_sum / static_cast<double>(st.tokens);
+  };
+  for (int i = 0; i < warmup + iters; i++) {
+    ctx.synchronize();
+    Timer t;
+    step();
+    ctx.synchronize();
+    if (i >= warmup) times.push_back(t.seconds());
+  }
+  std::sort(times.begin(), times.end());
+  const double med = times[times.size() / 2];
+  const MemStats ms = mem_stats(dev);
+  std::printf("bench train shape=%s variant=%s B=%lld T=%lld device=%s dtype=%s lora r=%lld targets=%s\n",
+              shape.c_str(), variant.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
+              ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str());
+  std::printf("  median step %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s (last loss %.3f)\n", med * 1e3,
+              times.front() * 1e3, times.back() * 1e3, iters, static_cast<double>(batch * seq) / med, loss);
+  std::printf("  peak memory held by liger: %.1f MiB (weights %.1f MiB)\n", ms.peak / 1048576.0,
+              model->weight_bytes() / 1048576.0);
+  print_device_memory(dev);
+  if (profile) {
+    set_profiling(true);
+    for (int i = 0; i < 2; i++) {
+      ProfileScope prof(ctx, "whole step (profiled)");
+      step();
+    }
+    set_profiling(false);
+    profile_report(stdout, 2);
+  }
   return 0;
 }
 
@@ -88,13 +200,15 @@ int bench_forward(const std::vector<std::string>& args) {
 
 int cmd_bench(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::printf("usage: liger bench <benchmark> [options]\n\nbenchmarks:\n  forward   prefill throughput and peak memory "
-                "(random weights)\n");
+    std::printf(
+        "usage: liger bench <benchmark> [options]\n\nbenchmarks:\n  forward   prefill throughput and peak memory "
+        "(random weights)\n  train     LoRA fine-tuning step throughput and peak memory (random weights)\n");
     return args.empty() ? 2 : 0;
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "forward") return bench_forward(rest);
-  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward)", args[0].c_str());
+  if (args[0] == "train") return bench_train(rest);
+  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward, train)", args[0].c_str());
 }
 
 }  // namespace liger::cli

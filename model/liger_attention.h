@@ -7,7 +7,7 @@
 //  - with a LigerLayerState: prefill or decode continuing from `pos0`; the recurrence starts from the carried state and
 //    the window reads the last `window` rotated keys/values kept in a ring buffer — so decoding is exact, unlike the
 //    reference Python code, which keeps no window cache (spec §6.3). Memory is constant in the sequence length.
-// The CPU path only (f32, and f64 for gradient checks), in this version.
+// CPU: f32 (and f64 for the gradient checks). GPU: f32 or bf16 storage; the layer computes in f32 inside.
 #pragma once
 
 #include "core/context.h"

@@ -73,6 +73,7 @@ class LlamaModel {
   const ModelConfig& config() const { return cfg_; }
   DType dtype() const { return dtype_; }
   Context& context() { return ctx_; }
+  Device device() const { return ctx_.device(); }
   size_t weight_bytes() const { return weights_arena_.used(); }
   const ModelWeights& weights() const { return w_; }
   ModelWeights& mutable_weights() { return w_; }  // for merging adapters

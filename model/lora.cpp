@@ -8,6 +8,7 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 
 namespace liger {
@@ -18,15 +19,6 @@ std::string peft_name(int64_t layer, LoraTarget t, const char* which) {
   const bool mlp = t == LoraTarget::Gate || t == LoraTarget::Up || t == LoraTarget::Down;
   return strfmt("base_model.model.model.layers.%lld.%s.%s.lora_%s.weight", static_cast<long long>(layer),
                 mlp ? "mlp" : "self_attn", lora_target_module(t), which);
-}
-
-// x *= s for an f32 or f64 CPU tensor.
-void scale_in_place(Tensor x, double s) {
-  if (x.dtype() == DType::F64) {
-    for (int64_t i = 0; i < x.numel(); i++) x.ptr<double>()[i] *= s;
-  } else {
-    for (int64_t i = 0; i < x.numel(); i++) x.ptr<float>()[i] *= static_cast<float>(s);
-  }
 }
 
 }  // namespace
@@ -138,6 +130,23 @@ std::vector<std::pair<std::string, Tensor>> LoraAdapters::gradients() const {
   return v;
 }
 
+LoraAdapters LoraAdapters::to(Device device) const {
+  LoraAdapters a;
+  a.cfg_ = cfg_;
+  a.layers_.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); l++)
+    for (size_t ti = 0; ti < static_cast<size_t>(kLoraTargets); ti++) {
+      const LoraPair& p = layers_[l][ti];
+      if (!p.defined()) continue;
+      LoraPair& q = a.layers_[l][ti];
+      q.A = p.A.to(device);
+      q.B = p.B.to(device);
+      q.dA = Tensor::zeros(p.A.shape(), p.A.dtype(), device);
+      q.dB = Tensor::zeros(p.B.shape(), p.B.dtype(), device);
+    }
+  return a;
+}
+
 void LoraAdapters::zero_grad() {
   for (auto& [name, g] : gradients()) {
     Tensor z = Tensor::zeros(g.shape(), g.dtype(), g.device());
@@ -155,24 +164,30 @@ void LoraAdapters::forward(Context& ctx, int64_t layer, LoraTarget t, Tensor y, 
   const LoraPair* p = get(layer, t);
   if (!p) return;
   const int64_t N = x.dim(0), R = cfg_.rank;
+  // The factors in the activations' dtype: the GPU runs bf16 activations against the fp32 adapters (whose gradients
+  // still accumulate in fp32).
+  const Tensor A = ops::converted(ctx, p->A, x.dtype()), B = ops::converted(ctx, p->B, x.dtype());
   Tensor xa = Tensor::empty({N, R}, x.dtype(), x.device());
-  ops::matmul(ctx, xa, x, p->A);  // (N, R) = x A^T
-  scale_in_place(xa, cfg_.scale());
-  ops::matmul(ctx, y, xa, p->B, nullptr, /*accumulate=*/true);  // y += (scale x A^T) B^T
+  ops::matmul(ctx, xa, x, A);  // (N, R) = x A^T
+  ops::scale(ctx, xa, xa, cfg_.scale());
+  ops::matmul(ctx, y, xa, B, nullptr, /*accumulate=*/true);  // y += (scale x A^T) B^T
 }
 
 void LoraAdapters::backward(Context& ctx, int64_t layer, LoraTarget t, Tensor dx, const Tensor& dy, const Tensor& x) {
   LoraPair* p = get(layer, t);
   if (!p) return;
   const int64_t N = x.dim(0), R = cfg_.rank;
+  // The factors in the activations' dtype: the GPU runs bf16 activations against the fp32 adapters (whose gradients
+  // still accumulate in fp32).
+  const Tensor A = ops::converted(ctx, p->A, x.dtype()), B = ops::converted(ctx, p->B, x.dtype());
   Tensor dyb = Tensor::empty({N, R}, x.dtype(), x.device());
-  ops::matmul_backward_input(ctx, dyb, dy, p->B, /*accumulate=*/false);  // (N, R) = dy B
-  scale_in_place(dyb, cfg_.scale());
-  ops::matmul_backward_input(ctx, dx, dyb, p->A, /*accumulate=*/true);  // dx += s (dy B) A
-  ops::matmul_weight_grad(ctx, p->dA, dyb, x, /*accumulate=*/true);     // dA += s (dy B)^T x
+  ops::matmul_backward_input(ctx, dyb, dy, B, /*accumulate=*/false);  // (N, R) = dy B
+  ops::scale(ctx, dyb, dyb, cfg_.scale());
+  ops::matmul_backward_input(ctx, dx, dyb, A, /*accumulate=*/true);  // dx += s (dy B) A
+  ops::matmul_weight_grad(ctx, p->dA, dyb, x, /*accumulate=*/true);  // dA += s (dy B)^T x  (fp32 accumulator)
   Tensor xa = Tensor::empty({N, R}, x.dtype(), x.device());
-  ops::matmul(ctx, xa, x, p->A);
-  scale_in_place(xa, cfg_.scale());
+  ops::matmul(ctx, xa, x, A);
+  ops::scale(ctx, xa, xa, cfg_.scale());
   ops::matmul_weight_grad(ctx, p->dB, dy, xa, /*accumulate=*/true);  // dB += dy^T (s x A^T)
 }
 

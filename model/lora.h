@@ -46,6 +46,8 @@ class LoraAdapters {
   LoraAdapters() = default;
   // Fresh adapters for every layer and target of `cfg`, on `device`; f32 (f64 only for gradient checks).
   static LoraAdapters init(const ModelConfig& cfg, const LoraConfig& lc, Device device, DType dtype = DType::F32);
+  // A copy on `device` (values copied, gradients zero), with the same parameter order.
+  LoraAdapters to(Device device) const;
   // Reads a PEFT adapter directory; errors name the file and the tensor whose shape does not fit the model.
   static LoraAdapters load(const std::string& dir, const ModelConfig& cfg, Device device);
   // Writes adapter_model.safetensors and adapter_config.json into `dir` (created if needed).

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "core/check.h"
+#include "core/timer.h"
 #include "model/liger_attention.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
@@ -67,8 +69,17 @@ struct Runner {
   std::vector<std::pair<int64_t, int64_t>> segments;
 
   Runner(LlamaModel& m, int64_t b, int64_t t, const std::vector<int32_t>* doc_starts)
-      : model(m), c(m.config()), ctx(m.context()), B(b), T(t), N(b * t), H(c.local_heads()), HKV(c.local_kv_heads()),
-        HS(c.head_dim), eps(static_cast<float>(c.rms_eps)), scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))) {
+      : model(m),
+        c(m.config()),
+        ctx(m.context()),
+        B(b),
+        T(t),
+        N(b * t),
+        H(c.local_heads()),
+        HKV(c.local_kv_heads()),
+        HS(c.head_dim),
+        eps(static_cast<float>(c.rms_eps)),
+        scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))) {
     std::vector<int32_t> starts = doc_starts && !doc_starts->empty() ? *doc_starts : std::vector<int32_t>{0};
     LIGER_CHECK(starts[0] == 0 && std::is_sorted(starts.begin(), starts.end()) && starts.back() < T,
                 "train_step: document starts must begin with 0, increase and stay below T = %lld",
@@ -83,7 +94,7 @@ struct Runner {
     for (int64_t b = 0; b < B; b++)
       for (const auto& [s0, len] : segments)
         for (int64_t t = 0; t < len; t++) pos[static_cast<size_t>(b * T + s0 + t)] = static_cast<int32_t>(t);
-    positions = Tensor::from_i32({N}, pos);
+    positions = Tensor::from_i32({N}, pos).to(m.device());
   }
 
   // Rows [s0, s0 + len) of an (N, cols) activation as (1, len, heads, HS) — B = 1 whenever there are several segments;
@@ -95,14 +106,14 @@ struct Runner {
   int64_t seg_batch() const { return segments.size() == 1 ? B : 1; }
   int64_t seg_len(int64_t len) const { return segments.size() == 1 ? T : len; }
 
-  Tensor act(int64_t cols) const { return Tensor::empty({N, cols}, model.dtype(), Device::CPU); }
-  Tensor zeros(int64_t cols) const { return Tensor::zeros({N, cols}, model.dtype(), Device::CPU); }
+  Tensor act(int64_t cols) const { return Tensor::empty({N, cols}, model.dtype(), model.device()); }
+  Tensor zeros(int64_t cols) const { return Tensor::zeros({N, cols}, model.dtype(), model.device()); }
 
   // The training forward; returns the final residual stream and fills `saved` when given.
   Tensor forward(const Tensor& ids, const LoraAdapters* lora, std::vector<Saved>* saved) {
     const ModelWeights& w = model.weights();
     Tensor x = act(c.d_model);
-    ops::embedding(ctx, x, ids.view({N}), w.embed);
+    ops::embedding(ctx, x, ids.to(model.device()).view({N}), w.embed);
     for (int64_t l = 0; l < c.n_layers; l++) {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
       Saved s;
@@ -110,6 +121,7 @@ struct Runner {
       s.xn1 = act(c.d_model);
       ops::rmsnorm(ctx, s.xn1, x, L.attn_norm, eps);
       s.q = act(c.q_dim()), s.k = act(c.kv_dim()), s.v = act(c.kv_dim());
+      std::optional<ProfileScope> prof(std::in_place, ctx, "fwd q/k/v (+LoRA)");
       project(ctx, lora, l, LoraTarget::Q, s.q, s.xn1, L.wq, c.qkv_bias ? &L.bq : nullptr);
       project(ctx, lora, l, LoraTarget::K, s.k, s.xn1, L.wk, c.qkv_bias ? &L.bk : nullptr);
       project(ctx, lora, l, LoraTarget::V, s.v, s.xn1, L.wv, c.qkv_bias ? &L.bv : nullptr);
@@ -119,13 +131,13 @@ struct Runner {
         ops::rmsnorm(ctx, s.k.view({N * HKV, HS}), s.k_pre.view({N * HKV, HS}), L.k_norm, eps);
       }
       s.att = act(c.q_dim());
+      prof.emplace(ctx, "fwd attention / liger");
       if (model.is_liger_layer(l)) {
         for (const auto& [s0, len] : segments) {
           const int64_t rows = segments.size() == 1 ? N : len;
           const int64_t r0 = segments.size() == 1 ? 0 : s0;
-          liger_attention(ctx, c, s.att.slice(r0, rows), s.q.slice(r0, rows), s.k.slice(r0, rows),
-                          s.v.slice(r0, rows), positions.slice(r0, rows), model.inv_freq(), seg_batch(), seg_len(len),
-                          0, nullptr);
+          liger_attention(ctx, c, s.att.slice(r0, rows), s.q.slice(r0, rows), s.k.slice(r0, rows), s.v.slice(r0, rows),
+                          positions.slice(r0, rows), model.inv_freq(), seg_batch(), seg_len(len), 0, nullptr);
         }
       } else {
         s.qr = clone(s.q), s.kr = clone(s.k);
@@ -136,6 +148,7 @@ struct Runner {
                          seg(s.v, s0, len, HKV), 0, seg_len(len), scale, c.sliding_window);
         }
       }
+      prof.emplace(ctx, "fwd o + MLP (+LoRA)");
       project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
       s.x_mid = clone(x);
       s.xn2 = act(c.d_model);
@@ -157,6 +170,7 @@ struct Runner {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
       const Saved& s = saved[static_cast<size_t>(l)];
       // MLP block: x_out = x_mid + down(silu(gate) * up).
+      std::optional<ProfileScope> prof(std::in_place, ctx, "bwd MLP + o (+LoRA)");
       Tensor dact = act(c.local_ff()), dgate = act(c.local_ff()), dup = act(c.local_ff());
       project_backward(ctx, &lora, l, LoraTarget::Down, dact, dx, s.act, L.w_down, false);
       ops::swiglu_backward(ctx, dgate, dup, dact, s.gate, s.up);
@@ -168,6 +182,7 @@ struct Runner {
       Tensor datt = act(c.q_dim());
       project_backward(ctx, &lora, l, LoraTarget::O, datt, dx, s.att, L.wo, false);
       Tensor dq = act(c.q_dim()), dk = act(c.kv_dim()), dv = act(c.kv_dim());
+      prof.emplace(ctx, "bwd attention / liger");
       if (model.is_liger_layer(l)) {
         for (const auto& [s0, len] : segments) {
           const int64_t rows = segments.size() == 1 ? N : len;
@@ -193,6 +208,7 @@ struct Runner {
                               L.k_norm, eps);
         dq = dq_pre, dk = dk_pre;
       }
+      prof.emplace(ctx, "bwd q/k/v (+LoRA) + norms");
       Tensor dxn1 = act(c.d_model);
       project_backward(ctx, &lora, l, LoraTarget::Q, dxn1, dq, s.xn1, L.wq, false);
       project_backward(ctx, &lora, l, LoraTarget::K, dxn1, dk, s.xn1, L.wk, true);
@@ -203,8 +219,6 @@ struct Runner {
 };
 
 void check_batch(const LlamaModel& model, const Tensor& ids, const Tensor& targets) {
-  LIGER_CHECK(!const_cast<LlamaModel&>(model).context().is_cuda(),
-              "training runs on the CPU in this version (the CUDA backward kernels come next)");
   LIGER_CHECK(ids.device() == Device::CPU && ids.dtype() == DType::I32 && ids.ndim() == 2,
               "train_step: ids must be a host i32 (B, T) tensor");
   LIGER_CHECK(targets.shape() == ids.shape() && targets.dtype() == DType::I32, "train_step: targets must match ids");
@@ -215,7 +229,13 @@ void check_batch(const LlamaModel& model, const Tensor& ids, const Tensor& targe
   }
 }
 
-StepStats sum_losses(const Tensor& losses, const Tensor& targets) {
+// The per-token losses in fp32 on the GPU, in the model's dtype (f32, or f64 for the gradient checks) on the CPU.
+Tensor make_losses(const Runner& r) {
+  return Tensor::empty({r.N}, r.ctx.is_cuda() ? DType::F32 : r.model.dtype(), r.model.device());
+}
+
+StepStats sum_losses(const Tensor& device_losses, const Tensor& targets) {
+  const Tensor losses = device_losses.to(Device::CPU);
   StepStats st;
   st.token_losses.assign(static_cast<size_t>(targets.numel()), 0.0);
   for (int64_t i = 0; i < targets.numel(); i++) {
@@ -230,8 +250,8 @@ StepStats sum_losses(const Tensor& losses, const Tensor& targets) {
 
 }  // namespace
 
-StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets,
-                     float grad_scale, const std::vector<int32_t>* doc_starts) {
+StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets, float grad_scale,
+                     const std::vector<int32_t>* doc_starts) {
   check_batch(model, ids, targets);
   const ModelConfig& c = model.config();
   Runner r(model, ids.dim(0), ids.dim(1), doc_starts);
@@ -239,9 +259,12 @@ StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, c
   Tensor x = r.forward(ids, &lora, &saved);
   Tensor hn = r.act(c.d_model);
   ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);
-  Tensor losses = Tensor::empty({r.N}, model.dtype(), Device::CPU);
+  Tensor losses = make_losses(r);
+  std::optional<ProfileScope> prof(std::in_place, r.ctx, "LM head + cross-entropy (fwd+bwd)");
   Tensor dh = r.act(c.d_model);
-  ops::lm_head_cross_entropy(r.ctx, losses, dh, hn, model.weights().lm_head, targets.view({r.N}), grad_scale);
+  ops::lm_head_cross_entropy(r.ctx, losses, dh, hn, model.weights().lm_head, targets.view({r.N}).to(model.device()),
+                             grad_scale);
+  prof.reset();
   Tensor dx = r.zeros(c.d_model);
   ops::rmsnorm_backward(r.ctx, dx, dh, x, model.weights().final_norm, r.eps);
   r.backward(dx, lora, saved);
@@ -256,8 +279,9 @@ StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& i
   Tensor x = r.forward(ids, lora, nullptr);
   Tensor hn = r.act(c.d_model);
   ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);
-  Tensor losses = Tensor::empty({r.N}, model.dtype(), Device::CPU);
-  ops::lm_head_cross_entropy(r.ctx, losses, Tensor(), hn, model.weights().lm_head, targets.view({r.N}), 0.0f);
+  Tensor losses = make_losses(r);
+  ops::lm_head_cross_entropy(r.ctx, losses, Tensor(), hn, model.weights().lm_head,
+                             targets.view({r.N}).to(model.device()), 0.0f);
   return sum_losses(losses, targets);
 }
 

@@ -1,7 +1,8 @@
 // model/train_step.h — one micro-batch of LoRA fine-tuning: the training forward (saving what the backward needs),
 // the fused LM head + cross-entropy, and the explicit backward through every layer down to the LoRA matrices.
-// Only LoRA is trainable: the frozen weights get input gradients only (DESIGN.md §2). CPU path (f32, and f64 for the
-// finite-difference check of the whole model) in this version.
+// Only LoRA is trainable: the frozen weights get input gradients only (DESIGN.md §2). Runs on the model's device: the
+// CPU in f32 (f64 for the finite-difference check of the whole model), the GPU with f32 or bf16 activations against
+// fp32 adapters whose gradients accumulate in fp32 (the adapters must live on the model's device).
 #pragma once
 
 #include <vector>

@@ -16,6 +16,8 @@ namespace cuda {
 void attention(Context& ctx, Tensor out, const Tensor& q, const Tensor& k, const Tensor& v, int64_t pos0,
                int64_t kv_len, float scale, int64_t window);
 void kv_write(Context& ctx, Tensor cache, const Tensor& src, int64_t pos0);
+void attention_backward(Context& ctx, Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, float scale, int64_t window);
 }  // namespace cuda
 
 // out (B, T, H, HS) = softmax(scale * q k^T + mask) v, where
@@ -55,7 +57,8 @@ inline void attention(Context& ctx, Tensor out, const Tensor& q, const Tensor& k
 //   dk (B, T, HKV, HS) = scale * sum over the query heads of each KV group of dS^T q
 //   dv (B, T, HKV, HS) = sum over the query heads of each KV group of P^T dout
 // All three `=`. dout (B, T, H, HS), q (B, T, H, HS), k and v (B, T, HKV, HS); scale and window as for attention.
-// The outputs must not alias the inputs.
+// The outputs must not alias the inputs. GPU: f32 or bf16, every tensor of one dtype, HS <= 256; deterministic (no
+// atomics).
 inline void attention_backward(Context& ctx, Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
                                const Tensor& k, const Tensor& v, float scale, int64_t window = 0) {
   const char* op = "attention_backward";
@@ -72,7 +75,9 @@ inline void attention_backward(Context& ctx, Tensor dq, Tensor dk, Tensor dv, co
   check_shape(op, "dk", dk, k.shape());
   check_shape(op, "dv", dv, k.shape());
   LIGER_CHECK(window >= 0, "%s: negative window", op);
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) return cuda::attention_backward(ctx, dq, dk, dv, dout, q, k, v, scale, window);
+#endif
   check_cpu_float(op, {&dq, &dk, &dv, &dout, &q, &k, &v});
   cpu::attention_backward(dq, dk, dv, dout, q, k, v, scale, window);
 }

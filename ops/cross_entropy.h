@@ -15,6 +15,10 @@ namespace cpu {
 void lm_head_cross_entropy(Tensor losses, Tensor dh, const Tensor& h, const Tensor& w, const Tensor& targets,
                            float grad_scale, int64_t block_rows);
 }  // namespace cpu
+namespace cuda {
+void lm_head_cross_entropy(Context& ctx, Tensor losses, Tensor dh, const Tensor& h, const Tensor& w,
+                           const Tensor& targets, float grad_scale, int64_t block_rows);
+}  // namespace cuda
 
 // With logits = h (N, D) · w (V, D)^T (h the final-normed hidden states, w the LM head) and p = softmax(logits) per
 // row, for every row n:
@@ -23,9 +27,11 @@ void lm_head_cross_entropy(Tensor losses, Tensor dh, const Tensor& h, const Tens
 // so dh is the gradient of grad_scale * sum(losses) (grad_scale = 1 / the number of supervised tokens for a mean).
 // dh is optional: pass an undefined Tensor() for the forward alone (evaluation). targets (N) i32, each in [0, V) or
 // -100; any other value is an Error naming its row, raised before anything is written. Rows are processed
-// `block_rows` at a time: the logits of one block, (block_rows, V), are the only vocabulary-sized buffer. The
-// log-sum-exp is accumulated in fp64 on both instantiations.
-// CPU: f32 (or f64 for the gradient checks), losses, dh, h and w of one dtype. dh must not alias h or w.
+// `block_rows` at a time: the logits of one block, (block_rows, V), are the only vocabulary-sized buffer (on the GPU
+// with, for bf16, a second one of bf16 dlogits).
+// CPU: f32 (or f64 for the gradient checks), losses, dh, h and w of one dtype; the log-sum-exp is accumulated in fp64
+// on both instantiations. CUDA: h and w of one dtype (bf16 or f32), losses f32, dh the dtype of h; fp32 logits
+// (cuBLASLt, fp32 accumulation), fp32 log-sum-exp. dh must not alias h or w.
 inline void lm_head_cross_entropy(Context& ctx, Tensor losses, Tensor dh, const Tensor& h, const Tensor& w,
                                   const Tensor& targets, float grad_scale, int64_t block_rows = 256) {
   const char* op = "lm_head_cross_entropy";
@@ -39,7 +45,18 @@ inline void lm_head_cross_entropy(Context& ctx, Tensor losses, Tensor dh, const 
   check_shape(op, "losses", losses, {h.dim(0)});
   if (dh.defined()) check_shape(op, "dh", dh, h.shape());
   LIGER_CHECK(block_rows >= 1, "%s: block_rows must be >= 1, got %lld", op, static_cast<long long>(block_rows));
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) {
+    LIGER_CHECK(h.dtype() == w.dtype() && (h.dtype() == DType::BF16 || h.dtype() == DType::F32),
+                "%s: on the GPU h and w must both be bf16 or both f32, got h %s and w %s", op, dtype_name(h.dtype()),
+                dtype_name(w.dtype()));
+    LIGER_CHECK(losses.dtype() == DType::F32, "%s: on the GPU losses must be f32, got %s", op,
+                dtype_name(losses.dtype()));
+    LIGER_CHECK(!dh.defined() || dh.dtype() == h.dtype(), "%s: dh must have the dtype of h (%s), got %s", op,
+                dtype_name(h.dtype()), dtype_name(dh.dtype()));
+    return cuda::lm_head_cross_entropy(ctx, losses, dh, h, w, targets, grad_scale, block_rows);
+  }
+#endif
   check_cpu_float(op, {&losses, &h, &w});
   if (dh.defined()) check_cpu_float(op, {&losses, &dh});
   cpu::lm_head_cross_entropy(losses, dh, h, w, targets, grad_scale, block_rows);

@@ -11,7 +11,8 @@ void rmsnorm_backward(Tensor dx, const Tensor& dout, const Tensor& x, const Tens
 }  // namespace cpu
 namespace cuda {
 void rmsnorm(Context& ctx, Tensor out, const Tensor& x, const Tensor& w, float eps);
-}
+void rmsnorm_backward(Context& ctx, Tensor dx, const Tensor& dout, const Tensor& x, const Tensor& w, float eps);
+}  // namespace cuda
 
 // out (N, D) = x (N, D) / sqrt(mean(x^2) + eps) * w (D). out may alias x. Also used per head for Qwen3's q/k norm
 // with x viewed as (N*H, HS). CPU: f32 (or f64 for the gradient checks), every tensor of one dtype.
@@ -31,7 +32,8 @@ inline void rmsnorm(Context& ctx, Tensor out, const Tensor& x, const Tensor& w, 
 // r = 1 / sqrt(mean(x^2) + eps):
 //   dx (N, D) += r * w * dout - x * r^3 / D * sum_j(dout_j w_j x_j)
 // `+=`: dx accumulates, because it is the residual stream's gradient (the caller zeroes it when it must start
-// from 0). dout (N, D), x (N, D) the forward's input, w (D). dx must not alias dout or x.
+// from 0). dout (N, D), x (N, D) the forward's input, w (D). dx must not alias dout or x. GPU: f32 or bf16, every
+// tensor of one dtype (sums in fp32).
 inline void rmsnorm_backward(Context& ctx, Tensor dx, const Tensor& dout, const Tensor& x, const Tensor& w,
                              float eps) {
   const char* op = "rmsnorm_backward";
@@ -40,7 +42,9 @@ inline void rmsnorm_backward(Context& ctx, Tensor dx, const Tensor& dout, const 
               x.shape().str().c_str(), w.shape().str().c_str());
   check_shape(op, "dout", dout, x.shape());
   check_shape(op, "dx", dx, x.shape());
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) return cuda::rmsnorm_backward(ctx, dx, dout, x, w, eps);
+#endif
   check_cpu_float(op, {&dx, &dout, &x, &w});
   cpu::rmsnorm_backward(dx, dout, x, w, eps);
 }

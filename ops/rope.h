@@ -27,7 +27,8 @@ void rope_backward(Tensor dx, const Tensor& positions, const Tensor& inv_freq);
 }  // namespace cpu
 namespace cuda {
 void rope(Context& ctx, Tensor x, const Tensor& positions, const Tensor& inv_freq);
-}
+void rope_backward(Context& ctx, Tensor dx, const Tensor& positions, const Tensor& inv_freq);
+}  // namespace cuda
 
 // x (N, NH, HS) rotated in place: for i < HS/2, with a = pos * inv_freq[i] computed in fp32,
 //   x[i]        = x[i] cos a - x[i + HS/2] sin a
@@ -62,7 +63,9 @@ inline void rope_backward(Context& ctx, Tensor dx, const Tensor& positions, cons
   const char* op = "rope_backward";
   check_device(ctx, op, {&dx, &positions, &inv_freq});
   check_rope(op, dx, positions, inv_freq);
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) return cuda::rope_backward(ctx, dx, positions, inv_freq);
+#endif
   check_cpu_float(op, {&dx});
   cpu::rope_backward(dx, positions, inv_freq);
 }

@@ -11,7 +11,8 @@ void softmax_backward(Tensor dx, const Tensor& dy, const Tensor& y);
 }  // namespace cpu
 namespace cuda {
 void softmax(Context& ctx, Tensor out, const Tensor& x, bool log);
-}
+void softmax_backward(Context& ctx, Tensor dx, const Tensor& dy, const Tensor& y);
+}  // namespace cuda
 
 // out (N, V) f32 = softmax(x (N, V)) (log = false) or log_softmax(x) (log = true); max subtracted first.
 // x may be f32 or bf16 on the GPU. On the CPU, x and out are both f32, or both f64 (for the gradient checks).
@@ -31,14 +32,16 @@ inline void log_softmax(Context& ctx, Tensor out, const Tensor& x) { softmax(ctx
 
 // Backward of softmax (not log_softmax) over rows of (N, V), from its output y:
 //   dx (N, V) = y * (dy - sum_j(dy_j y_j))          `=`; dx may alias dy (each row's sum is taken first).
-// Used for the Liger feature maps (softmax over the head dimension).
+// Used for the Liger feature maps (softmax over the head dimension). GPU: f32 or bf16, every tensor of one dtype.
 inline void softmax_backward(Context& ctx, Tensor dx, const Tensor& dy, const Tensor& y) {
   const char* op = "softmax_backward";
   check_device(ctx, op, {&dx, &dy, &y});
   LIGER_CHECK(y.ndim() == 2, "%s: y must be (N, V), got %s", op, y.shape().str().c_str());
   check_shape(op, "dy", dy, y.shape());
   check_shape(op, "dx", dx, y.shape());
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) return cuda::softmax_backward(ctx, dx, dy, y);
+#endif
   check_cpu_float(op, {&dx, &dy, &y});
   cpu::softmax_backward(dx, dy, y);
 }

@@ -11,7 +11,8 @@ void swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor&
 }  // namespace cpu
 namespace cuda {
 void swiglu(Context& ctx, Tensor out, const Tensor& gate, const Tensor& up);
-}
+void swiglu_backward(Context& ctx, Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up);
+}  // namespace cuda
 
 // out (N, F) = silu(gate (N, F)) * up (N, F), silu(g) = g / (1 + exp(-g)). out may alias gate or up.
 // CPU: f32 (or f64 for the gradient checks).
@@ -31,7 +32,8 @@ inline void swiglu(Context& ctx, Tensor out, const Tensor& gate, const Tensor& u
 //   dgate (N, F) = dout * up * silu'(gate)
 //   dup (N, F)   = dout * silu(gate)
 // Both `=`. Element-wise, every input of an element read before its outputs are written: dgate may alias gate (or
-// dout) and dup may alias up (or dout), but dgate and dup must be distinct.
+// dout) and dup may alias up (or dout), but dgate and dup must be distinct. GPU: f32 or bf16, every tensor of one
+// dtype.
 inline void swiglu_backward(Context& ctx, Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate,
                             const Tensor& up) {
   const char* op = "swiglu_backward";
@@ -41,7 +43,9 @@ inline void swiglu_backward(Context& ctx, Tensor dgate, Tensor dup, const Tensor
   check_shape(op, "dgate", dgate, gate.shape());
   check_shape(op, "dup", dup, gate.shape());
   LIGER_CHECK(dgate.data() != dup.data() || gate.numel() == 0, "%s: dgate and dup are the same memory", op);
-  LIGER_CHECK(!ctx.is_cuda(), "%s: the CUDA kernel is not written yet", op);
+#ifdef LIGER_CUDA
+  if (ctx.is_cuda()) return cuda::swiglu_backward(ctx, dgate, dup, dout, gate, up);
+#endif
   check_cpu_float(op, {&dgate, &dup, &dout, &gate, &up});
   cpu::swiglu_backward(dgate, dup, dout, gate, up);
 }

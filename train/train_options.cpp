@@ -12,7 +12,9 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
   po::options_description run("run"), lora("LoRA"), optim("optimizer"), data("data");
   run.add_options()("model", po::value(&cfg.model), "model directory (HF or Liger)")(
       "out", po::value(&cfg.out), "run directory (checkpoints, metrics.jsonl, config.json)")(
-      "device", po::value(&cfg.device)->default_value("cpu"), "cpu")(
+      "device", po::value(&cfg.device)->default_value("cpu"), "cpu or cuda (one GPU)")(
+      "dtype", po::value(&cfg.dtype)->default_value(""),
+      "activations and frozen weights: f32 (cpu default) or bf16 (cuda default); the adapters stay fp32")(
       "micro-batch", po::value(&cfg.micro_batch)->default_value(1), "sequences per micro-step")(
       "grad-accum", po::value(&cfg.grad_accum)->default_value(8), "micro-steps per optimizer step")(
       "epochs", po::value(&cfg.epochs)->default_value(2), "passes over the training chunks")(

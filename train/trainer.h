@@ -17,7 +17,8 @@ namespace liger {
 struct TrainConfig {
   std::string model;           // model directory (HF, or Liger made by `liger convert`)
   std::string out;             // run directory: checkpoints step_N/, metrics.jsonl, config.json
-  std::string device = "cpu";  // cpu (the CUDA training kernels come with a later change)
+  std::string device = "cpu";  // cpu or cuda (one GPU: the model, activations and a working copy of the adapters)
+  std::string dtype;           // "" (f32 on the CPU, bf16 on the GPU), f32 or bf16: frozen weights and activations
   LoraConfig lora;             // rank, alpha, targets (q, k, v by default)
   OptimConfig optim;           // AdamW and the schedule
   DataConfig data;             // dataset, template, packing, split

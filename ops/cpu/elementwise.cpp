@@ -12,7 +12,28 @@ void add(Tensor out, const Tensor& a, const Tensor& b) {
   });
 }
 
-void convert(Tensor out, const Tensor& in) { copy(out, in); }
+void scale(Tensor out, const Tensor& x, double alpha) {
+  by_dtype(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T a = static_cast<T>(alpha);
+    for (int64_t i = 0; i < x.numel(); i++) out.ptr<T>()[i] = a * x.ptr<T>()[i];
+  });
+}
+
+void add_scaled(Tensor out, const Tensor& x, double alpha) {
+  by_dtype(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T a = static_cast<T>(alpha);
+    for (int64_t i = 0; i < x.numel(); i++) {
+      const T p = a * x.ptr<T>()[i];
+      out.ptr<T>()[i] += p;
+    }
+  });
+}
+
+void convert(Tensor out, const Tensor& in) {
+  copy(out, in);
+}
 
 void fill_normal(Tensor t, uint64_t seed, float mean, float std) {
   const int64_t n = t.numel();

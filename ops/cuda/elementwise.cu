@@ -9,6 +9,14 @@ namespace {
 struct AddOp {
   __device__ float operator()(float a, float b) const { return a + b; }
 };
+struct ScaleOp {
+  float alpha;
+  __device__ float operator()(float a, float) const { return alpha * a; }
+};
+struct AddScaledOp {  // a + alpha * b, the product rounded first (no FMA contraction), as the CPU twin
+  float alpha;
+  __device__ float operator()(float a, float b) const { return __fadd_rn(a, __fmul_rn(alpha, b)); }
+};
 
 // out (n) = in (n) converted from TI to TO (through fp32, which holds every bf16 and f16 value exactly).
 template <class TI, class TO, int VEC>
@@ -41,7 +49,17 @@ constexpr int kThreads = 256;
 
 }  // namespace
 
-void add(Context& ctx, Tensor out, const Tensor& a, const Tensor& b) { launch_binary(ctx, "add", out, a, b, AddOp{}); }
+void add(Context& ctx, Tensor out, const Tensor& a, const Tensor& b) {
+  launch_binary(ctx, "add", out, a, b, AddOp{});
+}
+
+void scale(Context& ctx, Tensor out, const Tensor& x, float alpha) {
+  launch_binary(ctx, "scale", out, x, x, ScaleOp{alpha});
+}
+
+void add_scaled(Context& ctx, Tensor out, const Tensor& x, float alpha) {
+  launch_binary(ctx, "add_scaled", out, out, x, AddScaledOp{alpha});
+}
 
 void convert(Context& ctx, Tensor out, const Tensor& in) {
   const int64_t n = in.numel();

@@ -17,6 +17,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/liger_gates.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -27,6 +28,7 @@
 namespace liger {
 namespace {
 
+using test::dot64;
 using test::fd_check;
 using test::throws_error;
 
@@ -430,6 +432,62 @@ TEST(GradOps, LmHeadCrossEntropyBadTargets) {
 
 // ---- the f32 instantiation against the f64 one
 // -----------------------------------------------------------------------
+
+// The Liger gates for the three variants' shapes: GLA (per 1, no write weights), HGRN2 (per 1, fk = 1 - alpha),
+// GSA (HS / M channels pooled per slot, with fk). Loss = sum(g * Rg) + sum(fk * Rf).
+TEST(GradOps, LigerGates) {
+  Context ctx = Context::cpu();
+  Rng rng(77);
+  struct Case {
+    const char* label;
+    int64_t K;
+    bool fk;
+    float norm;
+  };
+  const int64_t N = 5, HKV = 2, HS = 8;
+  for (const Case& c : {Case{"gla", HS, false, 16.0f}, Case{"hgrn2", HS, true, 1.0f}, Case{"gsa M=2", 2, true, 16.0f}}) {
+    Tensor s = randn64({N, HKV, HS}, rng, 3.0);  // wide enough to reach both branches of logsigmoid and sigmoid
+    Tensor rg = randn64({N, HKV, c.K}, rng), rf = randn64({N, HKV, c.K}, rng);
+    auto loss = [&] {
+      Tensor g = empty64({N, HKV, c.K}), fk = c.fk ? empty64({N, HKV, c.K}) : Tensor();
+      ops::liger_gates(ctx, g, fk, s, c.norm);
+      return dot64(g, rg) + (c.fk ? dot64(fk, rf) : 0.0);
+    };
+    Tensor g = empty64({N, HKV, c.K}), fk = c.fk ? empty64({N, HKV, c.K}) : Tensor();
+    ops::liger_gates(ctx, g, fk, s, c.norm);
+    for (int64_t i = 0; i < g.numel(); i++) {  // log-gates are <= 0 and fk = 1 - exp(g)
+      ASSERT_LE(g.ptr<double>()[i], 0.0);
+      if (c.fk) ASSERT_NEAR(fk.ptr<double>()[i], 1.0 - std::exp(g.ptr<double>()[i]), 1e-15);
+    }
+    Tensor ds = empty64(s.shape());
+    ops::liger_gates_backward(ctx, ds, rg, c.fk ? rf : Tensor(), s, g, c.norm);
+    const double e = fd_check(s, ds, loss);
+    std::printf("  liger_gates %-8s ds rel error %.2e\n", c.label, e);
+    EXPECT_LE(e, kFdTol) << c.label;
+  }
+}
+
+TEST(GradOps, GroupMean) {
+  Context ctx = Context::cpu();
+  Rng rng(78);
+  const int64_t N = 3, H = 6, HKV = 2, HS = 5;
+  Tensor x = randn64({N, H, HS}, rng), r = randn64({N, HKV, HS}, rng);
+  auto loss = [&] {
+    Tensor out = empty64({N, HKV, HS});
+    ops::group_mean(ctx, out, x);
+    return dot64(out, r);
+  };
+  Tensor out = empty64({N, HKV, HS});
+  ops::group_mean(ctx, out, x);
+  // head 1 is in group 0 (heads 0..2): out[0, 0, c] = mean of x[0, 0..2, c]
+  EXPECT_NEAR(out.ptr<double>()[2], (x.ptr<double>()[2] + x.ptr<double>()[HS + 2] + x.ptr<double>()[2 * HS + 2]) / 3,
+              1e-15);
+  Tensor dx = randn64(x.shape(), rng), dx0 = clone(dx);
+  ops::group_mean_backward(ctx, dx, r);  // += : subtract the starting value
+  const double e = fd_check(x, sub(dx, dx0), loss);
+  std::printf("  group_mean dx rel error %.2e\n", e);
+  EXPECT_LE(e, kFdTol);
+}
 
 TEST(GradOpsF32, RmsNorm) {
   Context ctx = Context::cpu();

@@ -21,92 +21,19 @@
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/liger_gates.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/sampling.h"
 #include "ops/softmax.h"
 #include "ops/swiglu.h"
+#include "tests/common/gpu_compare.h"
 
 namespace liger {
 namespace {
 
-constexpr double kTolF32 = 1e-5;
-constexpr double kTolBf16 = 1e-2;
-
-double tol_for(DType dt) { return dt == DType::F32 ? kTolF32 : kTolBf16; }
-
-// A host f32 tensor of normal values * scale (counter-based: seed and index decide each value).
-Tensor randn(Shape shape, uint64_t seed, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape, DType::F32, Device::CPU);
-  for (int64_t i = 0; i < t.numel(); i++) t.ptr<float>()[i] = scale * hash_normal(seed, static_cast<uint64_t>(i));
-  return t;
-}
-
-// The host f32 tensor rounded to dt and back: values the GPU run can hold exactly.
-Tensor representable(const Tensor& host_f32, DType dt) {
-  return host_f32.to(Device::CPU, dt).to(Device::CPU, DType::F32);
-}
-
-// A GPU tensor of the given shape and dtype filled with 0xFF bytes (NaN in every floating dtype, -1 in i32).
-Tensor poisoned(Shape shape, DType dt) {
-  Tensor h = Tensor::empty(shape, dt, Device::CPU);
-  std::memset(h.data(), 0xFF, h.nbytes());
-  return h.to(Device::CUDA);
-}
-
-std::vector<float> to_host(const Tensor& t) { return t.to_f32_vector(); }
-
-// ||out - ref|| / ||ref|| (||out - ref|| when ref is 0); NaN when either holds a NaN. *worst = the index of the largest
-// |out - ref|.
-double rel_error(const std::vector<float>& out, const std::vector<float>& ref, size_t* worst) {
-  double num = 0.0, den = 0.0, big = -1.0;
-  *worst = 0;
-  for (size_t i = 0; i < ref.size(); i++) {
-    if (std::isnan(out[i]) || std::isnan(ref[i])) {
-      *worst = i;
-      return NAN;
-    }
-    const double d = static_cast<double>(out[i]) - ref[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-    if (std::fabs(d) > big) {
-      big = std::fabs(d);
-      *worst = i;
-    }
-  }
-  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-// Expects rel_error(out, ref) <= tol (NaN fails) and prints the figure with the worst element.
-void expect_close(const std::vector<float>& out, const std::vector<float>& ref, double tol, const std::string& what) {
-  ASSERT_EQ(out.size(), ref.size()) << what;
-  size_t w = 0;
-  const double err = rel_error(out, ref, &w);
-  std::printf("  %-60s rel err %.3g (worst [%zu] gpu %.7g cpu %.7g)\n", what.c_str(), err, w,
-              out.empty() ? 0.0 : out[w], ref.empty() ? 0.0 : ref[w]);
-  EXPECT_TRUE(err <= tol) << what << ": rel err " << err << " > " << tol << "; worst element [" << w << "] gpu "
-                          << out[w] << " cpu " << ref[w];
-}
-
-// Same bytes (bit-for-bit equality of two tensors of one dtype).
-size_t count_bit_mismatches(const Tensor& a, const Tensor& b) {
-  Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-  const size_t es = dtype_size(a.dtype());
-  size_t bad = 0;
-  for (int64_t i = 0; i < a.numel(); i++)
-    bad += std::memcmp(static_cast<const char*>(ha.data()) + i * es, static_cast<const char*>(hb.data()) + i * es,
-                       es) != 0;
-  return bad;
-}
-
-std::string dims(std::initializer_list<int64_t> v) {
-  std::string s;
-  for (int64_t x : v) s += (s.empty() ? "" : "x") + std::to_string(x);
-  return s;
-}
-
-const DType kStorage[] = {DType::F32, DType::BF16};
+using namespace liger::test;  // tests/common/gpu_compare.h
 
 TEST(OpsGpu, Matmul) {
   if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
@@ -137,8 +64,7 @@ TEST(OpsGpu, Matmul) {
           for (int rep = 0; rep < (acc ? 1 : 2); rep++) {
             Tensor out = acc ? init.to(Device::CUDA, ty.out) : poisoned({c.M, c.N}, ty.out);
             ops::matmul(gpu, out, gx, gw, bk == BiasKind::None ? nullptr : &gb, acc);
-            expect_close(to_host(out), to_host(ref),
-                         ty.x == DType::F32 && ty.out == DType::F32 ? kTolF32 : kTolBf16,
+            expect_close(to_host(out), to_host(ref), ty.x == DType::F32 && ty.out == DType::F32 ? kTolF32 : kTolBf16,
                          "matmul " + dims({c.M, c.N, c.K}) + " " + dtype_name(ty.x) + "->" + dtype_name(ty.out) +
                              (bk == BiasKind::None ? "" : std::string(" bias ") + dtype_name(bias_dt)) +
                              (acc ? " +=" : ""));
@@ -220,23 +146,23 @@ TEST(OpsGpu, Attention) {
     int64_t B, T, H, HKV, HS, S, pos0, kv_len, window;
   };
   const Case cases[] = {
-      {2, 1, 8, 2, 64, 64, 50, 51, 0},        // decode against a cache, G = 4
-      {2, 1, 8, 2, 64, 64, 50, 51, 7},        // decode, window 7
-      {1, 1, 32, 8, 128, 200, 130, 131, 65},  // decode, Llama-3 heads, window 65
-      {1, 1, 8, 1, 8, 40, 20, 21, 0},         // decode, HS 8, G = 8
-      {2, 1, 8, 2, 64, 1100, 1000, 1001, 0},  // decode on a long cache: keys split over blocks
+      {2, 1, 8, 2, 64, 64, 50, 51, 0},           // decode against a cache, G = 4
+      {2, 1, 8, 2, 64, 64, 50, 51, 7},           // decode, window 7
+      {1, 1, 32, 8, 128, 200, 130, 131, 65},     // decode, Llama-3 heads, window 65
+      {1, 1, 8, 1, 8, 40, 20, 21, 0},            // decode, HS 8, G = 8
+      {2, 1, 8, 2, 64, 1100, 1000, 1001, 0},     // decode on a long cache: keys split over blocks
       {1, 1, 4, 1, 128, 3000, 2500, 2501, 700},  // long cache, window 700: splits start past 0
-      {1, 2, 4, 1, 32, 600, 500, 502, 0},     // two queries (8 rows) with split keys
-      {1, 1, 4, 4, 64, 300, 280, 281, 0},     // decode, G = 1 (one row per KV head), split keys
-      {1, 37, 4, 4, 16, 37, 0, 37, 0},        // prefill, G = 1
-      {2, 37, 8, 4, 8, 37, 0, 37, 7},         // prefill, HS 8 (stories260K), G = 2, window 7
-      {1, 300, 8, 1, 128, 300, 0, 300, 65},   // prefill, G = 8, window 65
-      {1, 300, 4, 2, 64, 333, 20, 320, 7},    // prefill on a cache (pos0 > 0, kv_len < S), window 7
-      {2, 129, 8, 2, 128, 129, 0, 129, 0},    // rows not a multiple of the tile
-      {1, 300, 4, 1, 64, 300, 0, 300, 0},     // G = 4, full causal
-      {1, 5, 6, 3, 32, 16, 3, 8, 0},          // a few queries on a cache
-      {1, 2, 8, 2, 200, 10, 4, 6, 0},         // HS 200, two queries
-      {1, 70, 4, 4, 256, 70, 0, 70, 65},      // HS 256
+      {1, 2, 4, 1, 32, 600, 500, 502, 0},        // two queries (8 rows) with split keys
+      {1, 1, 4, 4, 64, 300, 280, 281, 0},        // decode, G = 1 (one row per KV head), split keys
+      {1, 37, 4, 4, 16, 37, 0, 37, 0},           // prefill, G = 1
+      {2, 37, 8, 4, 8, 37, 0, 37, 7},            // prefill, HS 8 (stories260K), G = 2, window 7
+      {1, 300, 8, 1, 128, 300, 0, 300, 65},      // prefill, G = 8, window 65
+      {1, 300, 4, 2, 64, 333, 20, 320, 7},       // prefill on a cache (pos0 > 0, kv_len < S), window 7
+      {2, 129, 8, 2, 128, 129, 0, 129, 0},       // rows not a multiple of the tile
+      {1, 300, 4, 1, 64, 300, 0, 300, 0},        // G = 4, full causal
+      {1, 5, 6, 3, 32, 16, 3, 8, 0},             // a few queries on a cache
+      {1, 2, 8, 2, 200, 10, 4, 6, 0},            // HS 200, two queries
+      {1, 70, 4, 4, 256, 70, 0, 70, 65},         // HS 256
   };
   uint64_t seed = 4000;
   for (const Case& c : cases) {
@@ -253,12 +179,11 @@ TEST(OpsGpu, Attention) {
       Tensor ref = Tensor::empty(q.shape(), DType::F32, Device::CPU);
       ops::attention(cpu, ref, q, k, v, c.pos0, c.kv_len, scale, c.window);
       Tensor out = poisoned(q.shape(), dt);
-      ops::attention(gpu, out, q.to(Device::CUDA, dt), k.to(Device::CUDA, dt), v.to(Device::CUDA, dt), c.pos0,
-                     c.kv_len, scale, c.window);
+      ops::attention(gpu, out, q.to(Device::CUDA, dt), k.to(Device::CUDA, dt), v.to(Device::CUDA, dt), c.pos0, c.kv_len,
+                     scale, c.window);
       expect_close(to_host(out), to_host(ref), tol_for(dt),
-                   "attention B,T,H,HKV,HS " + dims({c.B, c.T, c.H, c.HKV, c.HS}) + " pos0 " +
-                       std::to_string(c.pos0) + " kv " + std::to_string(c.kv_len) + " win " +
-                       std::to_string(c.window) + " " + dtype_name(dt));
+                   "attention B,T,H,HKV,HS " + dims({c.B, c.T, c.H, c.HKV, c.HS}) + " pos0 " + std::to_string(c.pos0) +
+                       " kv " + std::to_string(c.kv_len) + " win " + std::to_string(c.window) + " " + dtype_name(dt));
     }
   }
 }
@@ -346,9 +271,9 @@ TEST(OpsGpu, SampleGreedy) {
     const int64_t N = 50;
     Tensor logits = randn({N, V}, 7000 + static_cast<uint64_t>(V), 3.0f);
     float* l = logits.ptr<float>();
-    l[5] = l[17] = 100.0f;  // row 0: a tie, the lower index wins
+    l[5] = l[17] = 100.0f;        // row 0: a tie, the lower index wins
     std::fill_n(l + V, V, 1.5f);  // row 1: all equal, index 0 wins
-    l[2 * V + V - 1] = 100.0f;  // row 2: the maximum at the last index
+    l[2 * V + V - 1] = 100.0f;    // row 2: the maximum at the last index
     Tensor uniforms = Tensor::from_f32({N}, std::vector<float>(static_cast<size_t>(N), 0.5f));
     Tensor ref = Tensor::empty({N}, DType::I32, Device::CPU);
     ops::sample(cpu, ref, logits, 0.0f, 1.0f, uniforms);
@@ -366,7 +291,8 @@ TEST(OpsGpu, SampleTopP) {
     int64_t N, V;
     float temperature, top_p;
   };
-  const Case cases[] = {{50, 1000, 0.8f, 0.9f}, {50, 1000, 1.0f, 1.0f}, {20, 1001, 0.5f, 0.5f}, {8, 128256, 0.8f, 0.9f}};
+  const Case cases[] = {
+      {50, 1000, 0.8f, 0.9f}, {50, 1000, 1.0f, 1.0f}, {20, 1001, 0.5f, 0.5f}, {8, 128256, 0.8f, 0.9f}};
   Rng rng(8);
   uint64_t seed = 8000;
   for (const Case& c : cases) {
@@ -383,13 +309,13 @@ TEST(OpsGpu, SampleTopP) {
     for (int64_t n = 0; n < c.N; n++) {
       if (got[static_cast<size_t>(n)] == want[static_cast<size_t>(n)]) continue;
       mismatches++;
-      const double gap = nucleus_boundary_gap(logits.ptr<float>() + n * c.V, c.V, c.temperature, c.top_p,
-                                              u[static_cast<size_t>(n)]);
+      const double gap =
+          nucleus_boundary_gap(logits.ptr<float>() + n * c.V, c.V, c.temperature, c.top_p, u[static_cast<size_t>(n)]);
       EXPECT_LE(gap, 1e-4) << "row " << n << " of " << dims({c.N, c.V}) << ": gpu " << got[static_cast<size_t>(n)]
                            << " cpu " << want[static_cast<size_t>(n)] << " away from the nucleus boundary";
     }
-    std::printf("  sample %-10s T %.2f top_p %.2f: %d of %lld rows differ at the boundary\n",
-                dims({c.N, c.V}).c_str(), c.temperature, c.top_p, mismatches, static_cast<long long>(c.N));
+    std::printf("  sample %-10s T %.2f top_p %.2f: %d of %lld rows differ at the boundary\n", dims({c.N, c.V}).c_str(),
+                c.temperature, c.top_p, mismatches, static_cast<long long>(c.N));
   }
 }
 
@@ -431,11 +357,11 @@ void check_binary(const char* name, const std::function<void(Context&, Tensor, c
       op(cpu, ref, a, b);
       Tensor ga = a.to(Device::CUDA, dt), gb = b.to(Device::CUDA, dt), out = poisoned(a.shape(), dt);
       op(gpu, out, ga, gb);
-      expect_close(to_host(out), to_host(ref), tol_for(dt), std::string(name) + " " + dims({s[0], s[1]}) + " " +
-                                                                dtype_name(dt));
+      expect_close(to_host(out), to_host(ref), tol_for(dt),
+                   std::string(name) + " " + dims({s[0], s[1]}) + " " + dtype_name(dt));
       op(gpu, ga, ga, gb);
-      expect_close(to_host(ga), to_host(ref), tol_for(dt), std::string(name) + " in place " +
-                                                               dims({s[0], s[1]}) + " " + dtype_name(dt));
+      expect_close(to_host(ga), to_host(ref), tol_for(dt),
+                   std::string(name) + " in place " + dims({s[0], s[1]}) + " " + dtype_name(dt));
     }
   }
   // A view one element in: pointers off 16-byte alignment take the element-by-element path.
@@ -449,13 +375,84 @@ void check_binary(const char* name, const std::function<void(Context&, Tensor, c
 
 TEST(OpsGpu, Swiglu) {
   if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
-  check_binary("swiglu", [](Context& c, Tensor o, const Tensor& g, const Tensor& u) { ops::swiglu(c, o, g, u); },
-               10000);
+  check_binary(
+      "swiglu", [](Context& c, Tensor o, const Tensor& g, const Tensor& u) { ops::swiglu(c, o, g, u); }, 10000);
 }
 
 TEST(OpsGpu, Add) {
   if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
-  check_binary("add", [](Context& c, Tensor o, const Tensor& a, const Tensor& b) { ops::add(c, o, a, b); }, 11000);
+  check_binary(
+      "add", [](Context& c, Tensor o, const Tensor& a, const Tensor& b) { ops::add(c, o, a, b); }, 11000);
+}
+
+TEST(OpsGpu, ScaleAndAddScaled) {
+  if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
+  check_binary(
+      "scale", [](Context& c, Tensor o, const Tensor& a, const Tensor&) { ops::scale(c, o, a, -1.37); }, 11500);
+  check_binary(
+      "add_scaled",
+      [](Context& c, Tensor o, const Tensor& a, const Tensor& b) {
+        if (o.data() != a.data()) copy(o, a);
+        ops::add_scaled(c, o, b, 0.61);
+      },
+      11600);
+}
+
+// The Liger gates (GLA: per 1, no fk; HGRN2: per 1 with fk; GSA: HS / M pooled with fk) and the GQA group mean,
+// forward and backward, against the CPU twin.
+TEST(OpsGpu, LigerGatesAndGroupMean) {
+  if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
+  Context gpu = Context::cuda(0), cpu = Context::cpu();
+  struct Case {
+    const char* label;
+    int64_t N, HKV, HS, K;
+    bool fk;
+    float norm;
+  };
+  const Case cases[] = {{"gla", 37, 2, 64, 64, false, 16.0f},
+                        {"hgrn2", 37, 2, 64, 64, true, 1.0f},
+                        {"gsa M=16", 37, 2, 64, 16, true, 16.0f},
+                        {"gsa M=64 HS=128", 5, 8, 128, 64, true, 16.0f}};
+  uint64_t seed = 13000;
+  for (const Case& c : cases) {
+    for (DType dt : kStorage) {
+      const std::string tag = std::string(c.label) + " " + dtype_name(dt);
+      Tensor s = representable(randn({c.N, c.HKV, c.HS}, seed++, 3.0f), dt);
+      Tensor g_ref = Tensor::empty({c.N, c.HKV, c.K}, DType::F32, Device::CPU);
+      Tensor fk_ref = c.fk ? Tensor::empty(g_ref.shape(), DType::F32, Device::CPU) : Tensor();
+      ops::liger_gates(cpu, g_ref, fk_ref, s, c.norm);
+      Tensor gs = s.to(Device::CUDA, dt), g = poisoned(g_ref.shape(), dt);
+      Tensor fk = c.fk ? poisoned(g_ref.shape(), dt) : Tensor();
+      ops::liger_gates(gpu, g, fk, gs, c.norm);
+      expect_close(to_host(g), to_host(g_ref), tol_for(dt), "liger_gates g " + tag);
+      if (c.fk) expect_close(to_host(fk), to_host(fk_ref), tol_for(dt), "liger_gates fk " + tag);
+      // Backward from the GPU's own g (rounded to dt), so both sides see the same values.
+      Tensor g_host = g.to(Device::CPU, DType::F32);
+      Tensor dg = representable(randn(g_ref.shape(), seed++), dt);
+      Tensor dfk = c.fk ? representable(randn(g_ref.shape(), seed++), dt) : Tensor();
+      Tensor ds_ref = Tensor::empty(s.shape(), DType::F32, Device::CPU);
+      ops::liger_gates_backward(cpu, ds_ref, dg, dfk, s, g_host, c.norm);
+      Tensor ds = poisoned(s.shape(), dt);
+      ops::liger_gates_backward(gpu, ds, dg.to(Device::CUDA, dt), c.fk ? dfk.to(Device::CUDA, dt) : Tensor(), gs,
+                                g_host.to(Device::CUDA, dt), c.norm);
+      expect_close(to_host(ds), to_host(ds_ref), tol_for(dt), "liger_gates_backward ds " + tag);
+    }
+  }
+  for (DType dt : kStorage) {
+    const int64_t N = 29, H = 8, HKV = 2, HS = 64;
+    Tensor x = representable(randn({N, H, HS}, seed++), dt);
+    Tensor ref = Tensor::empty({N, HKV, HS}, DType::F32, Device::CPU);
+    ops::group_mean(cpu, ref, x);
+    Tensor out = poisoned(ref.shape(), dt);
+    ops::group_mean(gpu, out, x.to(Device::CUDA, dt));
+    expect_close(to_host(out), to_host(ref), tol_for(dt), std::string("group_mean ") + dtype_name(dt));
+    Tensor dout = representable(randn(ref.shape(), seed++), dt);
+    Tensor dx_ref = representable(randn(x.shape(), seed++), dt);
+    Tensor dx = dx_ref.to(Device::CUDA, dt);
+    ops::group_mean_backward(cpu, dx_ref, dout);
+    ops::group_mean_backward(gpu, dx, dout.to(Device::CUDA, dt));
+    expect_close(to_host(dx), to_host(dx_ref), tol_for(dt), std::string("group_mean_backward += ") + dtype_name(dt));
+  }
 }
 
 TEST(OpsGpu, Convert) {
