@@ -84,6 +84,17 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Folds value x into a running (max m, sum s of exp(. - m)) pair (online softmax); -inf adds nothing.
+__device__ __forceinline__ void online_add(float& m, float& s, float x) {
+  if (x == -INFINITY) return;
+  if (x > m) {
+    s = s * expf(m - x) + 1.0f;
+    m = x;
+  } else {
+    s += expf(x - m);
+  }
+}
+
 // Reduces v over the block (blockDim.x a multiple of 32, at most 1024) with `warp_op`; every thread gets the result.
 // `scratch` is 32 values of shared memory; the call ends with a barrier, so it can be reused at once.
 template <class T, class WarpOp>

@@ -20,17 +20,6 @@ namespace {
 
 constexpr int kThreads = 1024;
 
-// Folds value x into a running (max m, sum s of exp(. - m)) pair; -inf adds nothing.
-__device__ __forceinline__ void online_add(float& m, float& s, float x) {
-  if (x == -INFINITY) return;
-  if (x > m) {
-    s = s * expf(m - x) + 1.0f;
-    m = x;
-  } else {
-    s += expf(x - m);
-  }
-}
-
 // For each row r of one block of rows (a CUDA block per row, grid-stride over rows), with t = targets[r]:
 //   losses (nb) f32  = lse(logits[r]) - logits[r, t]                                  (0 where t = -100)
 //   dlogits (nb, V)  = grad_scale * (softmax(logits[r]) - onehot(t)), rounded to TD    (0 rows where t = -100)

@@ -7,17 +7,6 @@ namespace {
 
 constexpr int kThreads = 1024;
 
-// Folds value x into a running (max m, sum s of exp(. - m)) pair; -inf adds nothing.
-__device__ __forceinline__ void online_add(float& m, float& s, float x) {
-  if (x == -INFINITY) return;
-  if (x > m) {
-    s = s * expf(m - x) + 1.0f;
-    m = x;
-  } else {
-    s += expf(x - m);
-  }
-}
-
 // out (N, V) f32 = softmax(x (N, V)) or log_softmax(x); one block per row (grid-stride over rows).
 // Pass 1: each thread keeps an online (max, sum); the block merges them. Pass 2: writes.
 template <class T>

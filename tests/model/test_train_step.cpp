@@ -6,16 +6,11 @@
 #include "core/rng.h"
 #include "model/convert.h"
 #include "model/train_step.h"
+#include "tests/common/model_cases.h"
 #include "tests/model/golden_cases.h"
 
 namespace liger::test {
 namespace {
-
-struct GradCase {
-  const char* label;
-  const char* golden;  // tests/golden/<name>
-  Json liger;          // null: keep softmax attention
-};
 
 // Loss = sum of per-token losses (grad_scale 1). Returns the relative error over a fixed sample of LoRA elements.
 double lora_fd_error(const std::string& dir, uint64_t seed) {
@@ -64,37 +59,12 @@ double lora_fd_error(const std::string& dir, uint64_t seed) {
 
 TEST(TrainStep, WholeModelLoraGradientsMatchFiniteDifferences) {
   TempDir tmp("grad");
-  const Json small = {{"window", 3}, {"chunk", 4}};  // the window slides and chunks are partial over T = 9
-  auto with = [&](Json extra) {
-    Json j = small;
-    for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
-    return j;
-  };
-  const std::vector<GradCase> cases = {
-      {"llama3 softmax (GQA, llama3 rope, tied)", "llama3_gqa_tied", nullptr},
-      {"mistral softmax (sliding window 7)", "mistral_swa_untied", nullptr},
-      {"qwen2 softmax (q/k/v biases)", "qwen2_bias_tied", nullptr},
-      {"qwen3 softmax (q/k norms)", "qwen3_qknorm_untied", nullptr},
-      {"liger gla", "llama3_gqa_tied", with({{"variant", "gla"}})},
-      {"liger hgrn2", "llama3_gqa_tied", with({{"variant", "hgrn2"}})},
-      {"liger gsa (M=4)", "llama3_gqa_tied", with({{"variant", "gsa"}, {"gsa_slots", 4}})},
-      {"liger gla, gate from q", "llama3_gqa_tied", with({{"variant", "gla"}, {"gate_source", "q"}})},
-      {"liger gla, gate from v", "llama3_gqa_tied", with({{"variant", "gla"}, {"gate_source", "v"}})},
-      {"liger gla no gate", "llama3_gqa_tied", with({{"variant", "gla"}, {"gate", false}})},
-      {"liger no-swa", "llama3_gqa_tied", with({{"variant", "gla"}, {"mix_swa", 0.0}, {"mix_recurrent", 1.0}})},
-      {"liger hybrid (layer 0 softmax)", "llama3_gqa_tied", with({{"variant", "gla"}, {"softmax_layers", {0}}})},
-      {"liger gla on qwen3 (q/k norms)", "qwen3_qknorm_untied", with({{"variant", "gla"}})},
-  };
+  // The window slides and chunks are partial over T = 9.
+  const std::vector<ModelCase> cases = training_cases({{"window", 3}, {"chunk", 4}});
   uint64_t seed = 100;
   int i = 0;
-  for (const GradCase& c : cases) {
-    std::string dir = source_path(std::string("tests/golden/") + c.golden);
-    if (!c.liger.is_null()) {
-      ModelConfig base = load_model_config(dir + "/config.json");
-      const std::string out = tmp.file("m" + std::to_string(i++));
-      convert_to_liger(dir, out, parse_liger_config(c.liger, "test", base), ConvertOptions{});
-      dir = out;
-    }
+  for (const ModelCase& c : cases) {
+    const std::string dir = case_model_dir(tmp, c, "m" + std::to_string(i++));
     const double e = lora_fd_error(dir, seed++);
     std::printf("  %-42s LoRA gradient rel error %.3g\n", c.label, e);
     EXPECT_LE(e, 1e-6) << c.label;
@@ -118,10 +88,10 @@ TEST(TrainStep, PackedDocumentsTrainAsIfAlone) {
     std::string dir = source_path("assets/stories260K/hf");
     if (std::string(variant) != "softmax") {
       dir = tmp.file(variant);
-      convert_to_liger(source_path("assets/stories260K/hf"), dir,
-                       parse_liger_config({{"variant", variant}, {"window", 5}, {"chunk", 4}, {"gsa_slots", 4}},
-                                          "test", base),
-                       ConvertOptions{});
+      convert_to_liger(
+          source_path("assets/stories260K/hf"), dir,
+          parse_liger_config({{"variant", variant}, {"window", 5}, {"chunk", 4}, {"gsa_slots", 4}}, "test", base),
+          ConvertOptions{});
     }
     auto model = LlamaModel::load(dir, ctx, DType::F32);
     LoraConfig lc;
@@ -137,7 +107,8 @@ TEST(TrainStep, PackedDocumentsTrainAsIfAlone) {
     for (int64_t d = 0; d < 3; d++) {
       starts.push_back(static_cast<int32_t>(ids.size()));
       std::vector<int32_t> di, dt;
-      for (int64_t t = 0; t < lens[static_cast<size_t>(d)]; t++) di.push_back(1 + static_cast<int32_t>(rng.next_u64() % 500));
+      for (int64_t t = 0; t < lens[static_cast<size_t>(d)]; t++)
+        di.push_back(1 + static_cast<int32_t>(rng.next_u64() % 500));
       for (int64_t t = 0; t < lens[static_cast<size_t>(d)]; t++)
         dt.push_back(t + 1 < lens[static_cast<size_t>(d)] ? di[static_cast<size_t>(t + 1)] : -100);
       ids.insert(ids.end(), di.begin(), di.end());
@@ -147,8 +118,8 @@ TEST(TrainStep, PackedDocumentsTrainAsIfAlone) {
     }
     const int64_t T = static_cast<int64_t>(ids.size());
     lora.zero_grad();
-    StepStats packed = train_step(*model, lora, Tensor::from_i32({1, T}, ids), Tensor::from_i32({1, T}, targets),
-                                  1.0f, &starts);
+    StepStats packed =
+        train_step(*model, lora, Tensor::from_i32({1, T}, ids), Tensor::from_i32({1, T}, targets), 1.0f, &starts);
     std::vector<float> g_packed;
     for (auto& [n, g] : lora.gradients()) {
       auto v = g.to_f32_vector();

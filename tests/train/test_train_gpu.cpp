@@ -21,6 +21,7 @@
 #include "core/rng.h"
 #include "model/convert.h"
 #include "model/train_step.h"
+#include "tests/common/model_cases.h"
 #include "tests/common/test_util.h"
 #include "train/train_options.h"
 #include "train/trainer.h"
@@ -36,12 +37,6 @@ constexpr double kTolF32 = 1e-4;
 constexpr double kTolBf16Loss = 1e-2;
 constexpr double kTolBf16Grad = 5e-2;       // all LoRA gradients together
 constexpr double kTolBf16GradTensor = 0.2;  // any one LoRA tensor
-
-struct Case {
-  const char* label;
-  const char* golden;  // tests/golden/<name>
-  Json liger;          // null: softmax attention kept
-};
 
 // ||a - b|| / ||b|| over two host tensors of any float dtype.
 double rel_error(const Tensor& a, const Tensor& b) {
@@ -89,46 +84,15 @@ StepResult run_step(const std::string& dir, Device device, DType dtype, const st
   return r;
 }
 
-std::string model_dir(const TempDir& tmp, const Case& c, int i) {
-  std::string dir = source_path(std::string("tests/golden/") + c.golden);
-  if (c.liger.is_null()) return dir;
-  ModelConfig base = load_model_config(dir + "/config.json");
-  const std::string out = tmp.file("m" + std::to_string(i));
-  convert_to_liger(dir, out, parse_liger_config(c.liger, "test", base), ConvertOptions{});
-  return out;
-}
-
 TEST(TrainGpu, StepMatchesCpuForEveryVariant) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device: GPU training tests skipped";
   TempDir tmp("train_gpu");
-  const Json small = {{"window", 5}, {"chunk", 16}};  // the window slides and the last chunk is partial over T = 45
-  auto with = [&](Json extra) {
-    Json j = small;
-    for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
-    return j;
-  };
-  const std::vector<Case> cases = {
-      {"llama3 softmax (GQA, llama3 rope, tied)", "llama3_gqa_tied", nullptr},
-      {"llama2 softmax (MHA, untied)", "llama2_mha_untied", nullptr},
-      {"mistral softmax (sliding window 7)", "mistral_swa_untied", nullptr},
-      {"qwen2 softmax (q/k/v biases)", "qwen2_bias_tied", nullptr},
-      {"qwen3 softmax (q/k norms)", "qwen3_qknorm_untied", nullptr},
-      {"liger gla", "llama3_gqa_tied", with({{"variant", "gla"}})},
-      {"liger hgrn2", "llama3_gqa_tied", with({{"variant", "hgrn2"}})},
-      {"liger gsa (M=4)", "llama3_gqa_tied", with({{"variant", "gsa"}, {"gsa_slots", 4}})},
-      {"liger gla, gate from q", "llama3_gqa_tied", with({{"variant", "gla"}, {"gate_source", "q"}})},
-      {"liger gla, gate from v", "llama3_gqa_tied", with({{"variant", "gla"}, {"gate_source", "v"}})},
-      {"liger gla no gate", "llama3_gqa_tied", with({{"variant", "gla"}, {"gate", false}})},
-      {"liger no-swa", "llama3_gqa_tied", with({{"variant", "gla"}, {"mix_swa", 0.0}, {"mix_recurrent", 1.0}})},
-      {"liger swa-only", "llama3_gqa_tied", with({{"variant", "gla"}, {"mix_swa", 1.0}, {"mix_recurrent", 0.0}})},
-      {"liger hybrid (layer 0 softmax)", "llama3_gqa_tied", with({{"variant", "gla"}, {"softmax_layers", {0}}})},
-      {"liger gla on qwen3 (q/k norms)", "qwen3_qknorm_untied", with({{"variant", "gla"}})},
-      {"liger gla on llama2 (MHA)", "llama2_mha_untied", with({{"variant", "gla"}})},
-  };
+  // The window slides and the last chunk is partial over T = 45.
+  const std::vector<test::ModelCase> cases = test::training_cases({{"window", 5}, {"chunk", 16}});
   const std::vector<int32_t> docs = {0, 17, 30};  // three packed documents (document-aware mode)
   int i = 0;
-  for (const Case& c : cases) {
-    const std::string dir = model_dir(tmp, c, i++);
+  for (const test::ModelCase& c : cases) {
+    const std::string dir = test::case_model_dir(tmp, c, "m" + std::to_string(i++));
     for (const std::vector<int32_t>* ds : {static_cast<const std::vector<int32_t>*>(nullptr), &docs}) {
       const StepResult ref = run_step(dir, Device::CPU, DType::F32, ds);
       for (DType dt : {DType::F32, DType::BF16}) {
