@@ -11,7 +11,9 @@
 // Everything is fp32 inside (running log-gate sums, scores, states); inputs are f32 or bf16 and each output is rounded
 // once when it is stored.
 //
-// Chunks. A kernel walks the chunks of LC tokens of one sequence in order, the state (or the adjoint) in shared memory.
+// Chunks. The sequence is cut in chunks of LC tokens. slot_scores' forward walks them in order, the state in shared
+// memory; linear_recurrence's forward and both backwards first scan the chunks for the state before each (and, in the
+// backward, the adjoint carried into each), then process every chunk in parallel from those boundaries.
 // Within a chunk, G_i = g_0 + ... + g_i is the running sum of the log-gates (fp32, in token order like the CPU twin),
 // and every decay factor is the exponential of a difference of running sums that is <= 0 (exp(G_i - G_s) for s <= i,
 // exp(G_last - G_s), exp(G_i)): never a ratio of exponentials, so nothing overflows whatever the gates. Per chunk and
@@ -35,11 +37,16 @@
 // P_r[h] = S_r w_r[h], E = Diag(exp g_next) D_next the cotangent carried in from the later chunks, S_next the state
 // after the chunk. The same identity as the CPU twin's dg_t = exp(g_t) rowsum(D_t o S_{t-1}), evaluated per chunk.
 // Kernels:
-//   chunk_states_kernel  the state before every chunk, into a workspace (B, HKV, chunks, R, C) f32;
-//   col_backward_kernel  walks the chunks backwards over a tile of rows with the adjoint tile E (rows x C): P (dfq, or
-//                        slot_scores' z for dg only), da, dg;
-//   row_backward_kernel  walks the chunks backwards over a tile of columns with E (R x columns): db, and for
-//                        slot_scores the row readout dq.
+//   chunk_states_kernel    the state before every chunk, into a workspace (B, HKV, chunks, R, C) f32 (and the final
+//                          state: linear_recurrence's forward);
+//   row_chunk_forward_kernel  linear_recurrence's output, a block per (chunk, query head, column tile);
+//   chunk_adjoints_kernel  the cotangent E carried into every chunk from the later ones (a reverse scan), (B, HKV,
+//                          chunks, R, C) f32;
+//   col_backward_kernel    a block per (chunk, tile of rows) with the adjoint tile E (rows x C): P (dfq, or slot_scores'
+//                          z for dg only), da, dg;
+//   row_backward_kernel    a block per (chunk, tile of columns) with E (R x columns): db, and for slot_scores the row
+//                          readout dq.
+// The chunk-parallel kernels repeat the serial walk's arithmetic in the same order, so the results are unchanged.
 // Within a chunk, D_i = sum_{r>=i} exp(G_r - G_i) Q_r + exp(G_last - G_i) E, and the carry to the previous chunk is
 // E <- Diag(exp G_last) E + sum_r exp(G_r) o Q_r.
 //
@@ -60,6 +67,7 @@ namespace {
 constexpr int kThreads = 256;  // every kernel
 constexpr int kMaxChunk = 64;  // tokens per chunk at most
 constexpr int kTile = 32;      // width of the split dimension of a state tile (columns or rows)
+constexpr int kChunkThreads = 512;  // the chunk-parallel kernels (one chunk per block; large shared tiles, 1 block/SM)
 
 // Sizes shared by every kernel of one call.
 struct Rec {
@@ -174,75 +182,10 @@ __device__ __forceinline__ void tri_scores(float* M, const float* X, const float
 
 // ---- forward: row readout (linear_recurrence) -----------------------------------------------------------------------
 
-// Shared memory of row_forward_kernel, in floats.
+// Shared memory of row_chunk_forward_kernel, in floats.
 size_t row_forward_floats(int R, int LC, int VT) {
   const size_t LP = static_cast<size_t>(LC) + 1;
   return 3 * R * LP + LC * LP + static_cast<size_t>(LC) * VT + static_cast<size_t>(R) * VT;
-}
-
-// out (B, T, H, C) =, o_t[h] = S_t^T x_t[h]; x (B, T, H, R), a and g (B, T, HKV, R), bv (B, T, HKV, C); state
-// (B, HKV, R, C) f32 in and out. Block: columns [blockIdx.x * VT, + VT) of KV head blockIdx.y, batch blockIdx.z.
-template <class T>
-__global__ void __launch_bounds__(kThreads)
-    row_forward_kernel(T* out, const T* x, const T* a, const T* bv, const T* g, float* state, Rec p) {
-  extern __shared__ float4 smem4[];
-  const int LP = p.LP, R = p.R, C = p.C, VT = p.tile;
-  float* Gs = reinterpret_cast<float*>(smem4);  // (R, LP) running log-gate sums
-  float* As = Gs + R * LP;                      // (R, LP) a, then a * exp(G_last - G)
-  float* Xs = As + R * LP;                      // (R, LP) x of one query head, then x * exp(G)
-  float* Ms = Xs + R * LP;                      // (LC, LP) scores
-  float* Bs = Ms + p.LC * LP;                   // (LC, VT) b, this block's columns
-  float* Ss = Bs + p.LC * VT;                   // (R, VT) the state tile
-  const int e0 = blockIdx.x * VT, W = imin(VT, C - e0), j = blockIdx.y;
-  const int64_t b = blockIdx.z, H = static_cast<int64_t>(p.HKV) * p.G;
-  float* St = state + (b * p.HKV + j) * R * C + e0;  // row c at St + c * C
-
-  for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {
-    const int c = idx / VT, e = idx - c * VT;
-    Ss[idx] = e < W ? St[static_cast<int64_t>(c) * C + e] : 0.0f;
-  }
-  for (int64_t t0 = 0; t0 < p.T; t0 += p.LC) {
-    const int L = static_cast<int>(p.T - t0 < p.LC ? p.T - t0 : p.LC);
-    __syncthreads();  // the previous chunk is consumed (and Ss loaded, the first time)
-    const int64_t kv = row_at(p.T, p.HKV, R, b, t0, j);
-    stage_cm(Gs, LP, g + kv, static_cast<int64_t>(p.HKV) * R, R, L);
-    stage_cm(As, LP, a + kv, static_cast<int64_t>(p.HKV) * R, R, L);
-    stage_tm(Bs, VT, bv + row_at(p.T, p.HKV, C, b, t0, j) + e0, static_cast<int64_t>(p.HKV) * C, W, L);
-    __syncthreads();
-    running_sums(Gs, LP, R, L);
-    for (int64_t h = static_cast<int64_t>(j) * p.G; h < static_cast<int64_t>(j + 1) * p.G; h++) {
-      __syncthreads();  // G summed; Xs and Ms free again
-      stage_cm(Xs, LP, x + row_at(p.T, H, R, b, t0, h), H * R, R, L);
-      __syncthreads();
-      tri_scores<true>(Ms, Xs, As, Gs, R, L, LP);
-      __syncthreads();
-      scale_by_exp(Xs, Gs, LP, R, L);
-      __syncthreads();
-      T* o = out + row_at(p.T, H, C, b, t0, h) + e0;
-      for (int idx = threadIdx.x; idx < L * W; idx += blockDim.x) {
-        const int i = idx / W, e = idx - i * W;
-        float acc = 0.0f;
-        for (int c = 0; c < R; c++) acc = fmaf(Xs[c * LP + i], Ss[c * VT + e], acc);   // the state carried in
-        for (int s = 0; s <= i; s++) acc = fmaf(Ms[i * LP + s], Bs[s * VT + e], acc);  // this chunk up to i
-        o[static_cast<int64_t>(i) * H * C + e] = from_f32<T>(acc);
-      }
-    }
-    __syncthreads();
-    decay_to_last(As, Gs, LP, R, L);
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {
-      const int c = idx / VT, e = idx - c * VT;
-      if (e >= W) continue;
-      float acc = Ss[idx] * expf(Gs[c * LP + L - 1]);
-      for (int s = 0; s < L; s++) acc = fmaf(As[c * LP + s], Bs[s * VT + e], acc);
-      Ss[idx] = acc;
-    }
-  }
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {
-    const int c = idx / VT, e = idx - c * VT;
-    if (e < W) St[static_cast<int64_t>(c) * C + e] = Ss[idx];
-  }
 }
 
 // ---- forward: column readout (slot_scores) --------------------------------------------------------------------------
@@ -400,7 +343,8 @@ size_t states_floats(int LC) {
 // threadIdx.x / 32 + 8 k, the four entries in registers.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    chunk_states_kernel(float* ws, const T* a, const T* bv, const T* g, const float* state0, Rec p) {
+    chunk_states_kernel(float* ws, const T* a, const T* bv, const T* g, const float* state0, float* final_state,
+                        Rec p) {
   static_assert(kThreads == 8 * kTile, "a thread holds rows r, r + 8, r + 16, r + 24 of one column");
   extern __shared__ float4 smem4[];
   const int LP = p.LP, R = p.R, C = p.C;
@@ -444,6 +388,113 @@ __global__ void __launch_bounds__(kThreads)
       S[k] = acc;
     }
   }
+  if (final_state) {  // the state after the last chunk (may be state0 itself: this block read its tile already)
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const int c = cr + 8 * k;
+      if (c < WR && e < WC) final_state[(bj * R + c0 + c) * C + e0 + e] = S[k];
+    }
+  }
+}
+
+// ews (B, HKV, nchunks, R, C) f32 = the cotangent carried into each chunk from the later ones (zero for the last):
+// E_{n-1} = Diag(exp G_last) E_n + sum_h sum_r (exp(G_r) o u_r[h]) (x) w_r[h], in the order the per-chunk backward
+// kernels used to accumulate it. Block and thread layout as chunk_states_kernel.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    chunk_adjoints_kernel(float* ews, const T* u, const T* w, const T* g, Rec p) {
+  extern __shared__ float4 smem4[];
+  const int LP = p.LP, R = p.R, C = p.C;
+  float* Gs = reinterpret_cast<float*>(smem4);  // (kTile, LP)
+  float* Us = Gs + kTile * LP;                  // (kTile, LP) u of one head, then u * exp(G)
+  float* Ws = Us + kTile * LP;                  // (LC, kTile) w of one head
+  const int e0 = blockIdx.x * kTile, c0 = blockIdx.y * kTile, WC = imin(kTile, C - e0), WR = imin(kTile, R - c0);
+  const int64_t bj = blockIdx.z, b = bj / p.HKV, j = bj % p.HKV, H = static_cast<int64_t>(p.HKV) * p.G;
+  const int e = threadIdx.x % kTile, cr = threadIdx.x / kTile;
+  float E[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int n = p.nchunks - 1; n >= 0; n--) {
+    const int64_t t0 = static_cast<int64_t>(n) * p.LC;
+    const int L = static_cast<int>(p.T - t0 < p.LC ? p.T - t0 : p.LC);
+    float* En = ews + ((bj * p.nchunks + n) * R + c0) * C + e0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const int c = cr + 8 * k;
+      if (c < WR && e < WC) En[static_cast<int64_t>(c) * C + e] = E[k];
+    }
+    if (n == 0) break;
+    __syncthreads();  // the previous chunk's tiles are consumed
+    stage_cm(Gs, LP, g + row_at(p.T, p.HKV, R, b, t0, j) + c0, static_cast<int64_t>(p.HKV) * R, WR, L);
+    __syncthreads();
+    running_sums(Gs, LP, WR, L);
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const int c = cr + 8 * k;
+      if (c < WR) E[k] *= expf(Gs[c * LP + L - 1]);
+    }
+    for (int64_t h = j * p.G; h < (j + 1) * p.G; h++) {
+      __syncthreads();
+      stage_cm(Us, LP, u + row_at(p.T, H, R, b, t0, h) + c0, H * R, WR, L);
+      stage_tm(Ws, kTile, w + row_at(p.T, H, C, b, t0, h) + e0, H * C, WC, L);
+      __syncthreads();
+      scale_by_exp(Us, Gs, LP, WR, L);
+      __syncthreads();
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const int c = cr + 8 * k;
+        if (c >= WR || e >= WC) continue;
+        float acc = E[k];
+        for (int r = 0; r < L; r++) acc = fmaf(Us[c * LP + r], Ws[r * kTile + e], acc);
+        E[k] = acc;
+      }
+    }
+  }
+}
+
+// The chunk-parallel row readout: out (B, T, H, C) for one chunk from the state before it (ws, from
+// chunk_states_kernel). Block: column tile blockIdx.x % tiles of chunk blockIdx.x / tiles, query head blockIdx.y of
+// the group of (b, j) = blockIdx.z. Shared memory row_forward_floats.
+template <class T>
+__global__ void __launch_bounds__(kChunkThreads)
+    row_chunk_forward_kernel(T* out, const T* x, const T* a, const T* bv, const T* g, const float* ws, Rec p) {
+  extern __shared__ float4 smem4[];
+  const int LP = p.LP, R = p.R, C = p.C, VT = p.tile;
+  float* Gs = reinterpret_cast<float*>(smem4);  // (R, LP) running log-gate sums
+  float* As = Gs + R * LP;                      // (R, LP) a
+  float* Xs = As + R * LP;                      // (R, LP) x of the query head, then x * exp(G)
+  float* Ms = Xs + R * LP;                      // (LC, LP) scores
+  float* Bs = Ms + p.LC * LP;                   // (LC, VT) b, this block's columns
+  float* Ss = Bs + p.LC * VT;                   // (R, VT) the state tile before the chunk
+  const int ntiles = (C + VT - 1) / VT, n = blockIdx.x / ntiles, e0 = (blockIdx.x - n * ntiles) * VT;
+  const int W = imin(VT, C - e0);
+  const int64_t bj = blockIdx.z, b = bj / p.HKV, j = bj % p.HKV, H = static_cast<int64_t>(p.HKV) * p.G;
+  const int64_t h = j * p.G + blockIdx.y, t0 = static_cast<int64_t>(n) * p.LC;
+  const int L = static_cast<int>(p.T - t0 < p.LC ? p.T - t0 : p.LC);
+  const float* Sn = ws + (bj * p.nchunks + n) * R * C + e0;
+  for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {
+    const int c = idx / VT, e = idx - c * VT;
+    Ss[idx] = e < W ? Sn[static_cast<int64_t>(c) * C + e] : 0.0f;
+  }
+  const int64_t kv = row_at(p.T, p.HKV, R, b, t0, j);
+  stage_cm(Gs, LP, g + kv, static_cast<int64_t>(p.HKV) * R, R, L);
+  stage_cm(As, LP, a + kv, static_cast<int64_t>(p.HKV) * R, R, L);
+  stage_cm(Xs, LP, x + row_at(p.T, H, R, b, t0, h), H * R, R, L);
+  stage_tm(Bs, VT, bv + row_at(p.T, p.HKV, C, b, t0, j) + e0, static_cast<int64_t>(p.HKV) * C, W, L);
+  __syncthreads();
+  running_sums(Gs, LP, R, L);
+  __syncthreads();
+  tri_scores<true>(Ms, Xs, As, Gs, R, L, LP);
+  __syncthreads();
+  scale_by_exp(Xs, Gs, LP, R, L);
+  __syncthreads();
+  T* o = out + row_at(p.T, H, C, b, t0, h) + e0;
+  for (int idx = threadIdx.x; idx < L * W; idx += blockDim.x) {
+    const int i = idx / W, e = idx - i * W;
+    float acc = 0.0f;
+    for (int c = 0; c < R; c++) acc = fmaf(Xs[c * LP + i], Ss[c * VT + e], acc);   // the state carried in
+    for (int s = 0; s <= i; s++) acc = fmaf(Ms[i * LP + s], Bs[s * VT + e], acc);  // this chunk up to i
+    o[static_cast<int64_t>(i) * H * C + e] = from_f32<T>(acc);
+  }
 }
 
 size_t col_backward_floats(int RT, int C, int LC) {
@@ -456,9 +507,9 @@ size_t col_backward_floats(int RT, int C, int LC) {
 // u (B, T, H, R), w (B, T, H, C): the readout cotangent Q_t = sum_h u_t[h] (x) w_t[h]; a, g (B, T, HKV, R); bv
 // (B, T, HKV, C); ws the states before each chunk.
 template <class T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kChunkThreads)
     col_backward_kernel(T* pout, T* da, T* dg, const T* u, const T* w, const T* a, const T* bv, const T* g,
-                        const float* ws, Rec p) {
+                        const float* ws, const float* ews, Rec p) {
   extern __shared__ float4 smem4[];
   const int LP = p.LP, R = p.R, C = p.C, RT = p.tile, SP = C + 1;
   float* Gs = reinterpret_cast<float*>(smem4);  // (RT, LP) running log-gate sums
@@ -472,17 +523,23 @@ __global__ void __launch_bounds__(kThreads)
   float* Es = Ms + p.LC * LP;                   // (RT, C + 1) the cotangent carried in from the later chunks
   float* S0s = Es + RT * SP;                    // (RT, C + 1) the state before the chunk
   float* Cr = S0s + RT * SP;                    // (RT) dg's share from the later chunks
-  const int c0 = blockIdx.x * RT, W = imin(RT, R - c0), j = blockIdx.y;
-  const int64_t b = blockIdx.z, H = static_cast<int64_t>(p.HKV) * p.G, bj = b * p.HKV + j;
+  const int c0 = blockIdx.x * RT, W = imin(RT, R - c0), n = blockIdx.y;
+  const int64_t bj = blockIdx.z, b = bj / p.HKV, j = bj % p.HKV, H = static_cast<int64_t>(p.HKV) * p.G;
 
-  for (int idx = threadIdx.x; idx < RT * SP; idx += blockDim.x) {
-    Es[idx] = 0.0f;  // the final state's cotangent is zero
-    S0s[idx] = 0.0f;
+  {  // E = the carry from the later chunks (ews), S0s = the state after this chunk (zero after the last: E is zero)
+    const float* En = ews + ((bj * p.nchunks + n) * R + c0) * C;
+    const float* Sx = n + 1 < p.nchunks ? ws + ((bj * p.nchunks + n + 1) * R + c0) * C : nullptr;
+    for (int idx = threadIdx.x; idx < RT * SP; idx += blockDim.x) {
+      const int c = idx / SP, e = idx - c * SP;
+      const bool in = c < W && e < C;
+      Es[idx] = in ? En[c * C + e] : 0.0f;
+      S0s[idx] = in && Sx ? Sx[c * C + e] : 0.0f;
+    }
   }
-  for (int n = p.nchunks - 1; n >= 0; n--) {
+  {
     const int64_t t0 = static_cast<int64_t>(n) * p.LC;
     const int L = static_cast<int>(p.T - t0 < p.LC ? p.T - t0 : p.LC);
-    __syncthreads();  // the later chunk is done: Es is its carry, S0s its initial state = this chunk's final state
+    __syncthreads();
     for (int c = threadIdx.x; c < W; c += blockDim.x) {
       float acc = 0.0f;
       for (int e = 0; e < C; e++) acc = fmaf(Es[c * SP + e], S0s[c * SP + e], acc);
@@ -509,12 +566,7 @@ __global__ void __launch_bounds__(kThreads)
       DAs[c * LP + i] = expf(Gs[c * LP + L - 1] - Gs[c * LP + i]) * acc;
       QTs[c * LP + i] = 0.0f;
     }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < W * C; idx += blockDim.x) {
-      const int c = idx / C, e = idx - c * C;
-      Es[c * SP + e] *= expf(Gs[c * LP + L - 1]);
-    }
-    for (int64_t h = static_cast<int64_t>(j) * p.G; h < static_cast<int64_t>(j + 1) * p.G; h++) {
+    for (int64_t h = j * p.G; h < (j + 1) * p.G; h++) {
       __syncthreads();
       stage_cm(Us, LP, u + row_at(p.T, H, R, b, t0, h) + c0, H * R, W, L);
       stage_cm(Ws, LP, w + row_at(p.T, H, C, b, t0, h), H * C, C, L);
@@ -537,15 +589,6 @@ __global__ void __launch_bounds__(kThreads)
         for (int r = i; r < L; r++) d = fmaf(expf(Gc[r] - Gi) * Uc[r], Ms[r * LP + i], d);
         QTs[c * LP + i] = fmaf(Uc[i], pv, QTs[c * LP + i]);
         DAs[c * LP + i] += d;
-      }
-      __syncthreads();
-      scale_by_exp(Us, Gs, LP, W, L);
-      __syncthreads();
-      for (int idx = threadIdx.x; idx < W * C; idx += blockDim.x) {  // E += sum_r exp(G_r) u_r (x) w_r
-        const int c = idx / C, e = idx - c * C;
-        float acc = Es[c * SP + e];
-        for (int r = 0; r < L; r++) acc = fmaf(Us[c * LP + r], Ws[e * LP + r], acc);
-        Es[c * SP + e] = acc;
       }
     }
     __syncthreads();
@@ -574,8 +617,9 @@ size_t row_backward_floats(int R, int VT, int LC) {
 // Columns [blockIdx.x * VT, + VT) of KV head blockIdx.y, batch blockIdx.z, chunks from the last to the first:
 //   db (B, T, HKV, C) = D_t^T a_t, and rout (B, T, H, C) = S_t^T u_t[h] when not null (then bv and ws are read).
 template <class T>
-__global__ void __launch_bounds__(kThreads) row_backward_kernel(T* db, T* rout, const T* u, const T* w, const T* a,
-                                                                const T* bv, const T* g, const float* ws, Rec p) {
+__global__ void __launch_bounds__(kChunkThreads)
+    row_backward_kernel(T* db, T* rout, const T* u, const T* w, const T* a, const T* bv, const T* g, const float* ws,
+                        const float* ews, Rec p) {
   extern __shared__ float4 smem4[];
   const int LP = p.LP, R = p.R, C = p.C, VT = p.tile;
   float* Gs = reinterpret_cast<float*>(smem4);  // (R, LP) running log-gate sums
@@ -587,14 +631,19 @@ __global__ void __launch_bounds__(kThreads) row_backward_kernel(T* db, T* rout, 
   float* DBs = Bs + p.LC * VT;                  // (LC, VT) db accumulated over the heads
   float* Es = DBs + p.LC * VT;                  // (R, VT) the cotangent carried in from the later chunks
   float* S0s = Es + R * VT;                     // (R, VT) the state before the chunk (row readout only)
-  const int e0 = blockIdx.x * VT, W = imin(VT, C - e0), j = blockIdx.y;
-  const int64_t b = blockIdx.z, H = static_cast<int64_t>(p.HKV) * p.G, bj = b * p.HKV + j;
+  const int e0 = blockIdx.x * VT, W = imin(VT, C - e0), n = blockIdx.y;
+  const int64_t bj = blockIdx.z, b = bj / p.HKV, j = bj % p.HKV, H = static_cast<int64_t>(p.HKV) * p.G;
 
-  for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) Es[idx] = 0.0f;
-  for (int n = p.nchunks - 1; n >= 0; n--) {
+  {  // E = the carry from the later chunks
+    const float* En = ews + (bj * p.nchunks + n) * R * C + e0;
+    for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {
+      const int c = idx / VT, e = idx - c * VT;
+      Es[idx] = e < W ? En[static_cast<int64_t>(c) * C + e] : 0.0f;
+    }
+  }
+  {
     const int64_t t0 = static_cast<int64_t>(n) * p.LC;
     const int L = static_cast<int>(p.T - t0 < p.LC ? p.T - t0 : p.LC);
-    __syncthreads();
     const int64_t kv = row_at(p.T, p.HKV, R, b, t0, j);
     stage_cm(Gs, LP, g + kv, static_cast<int64_t>(p.HKV) * R, R, L);
     stage_cm(As, LP, a + kv, static_cast<int64_t>(p.HKV) * R, R, L);
@@ -621,12 +670,7 @@ __global__ void __launch_bounds__(kThreads) row_backward_kernel(T* db, T* rout, 
       for (int c = 0; c < R; c++) acc = fmaf(Us[c * LP + i], Es[c * VT + e], acc);
       DBs[idx] = acc;
     }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {
-      const int c = idx / VT;
-      Es[idx] *= expf(Gs[c * LP + L - 1]);
-    }
-    for (int64_t h = static_cast<int64_t>(j) * p.G; h < static_cast<int64_t>(j + 1) * p.G; h++) {
+    for (int64_t h = j * p.G; h < (j + 1) * p.G; h++) {
       __syncthreads();
       stage_cm(Us, LP, u + row_at(p.T, H, R, b, t0, h), H * R, R, L);
       stage_tm(Ws, VT, w + row_at(p.T, H, C, b, t0, h) + e0, H * C, W, L);
@@ -648,13 +692,6 @@ __global__ void __launch_bounds__(kThreads) row_backward_kernel(T* db, T* rout, 
           for (int s = 0; s <= i; s++) o = fmaf(Ms[i * LP + s], Bs[s * VT + e], o);
           ro[static_cast<int64_t>(i) * H * C + e] = from_f32<T>(o);
         }
-      }
-      for (int idx = threadIdx.x; idx < R * VT; idx += blockDim.x) {  // E += sum_r exp(G_r) u_r (x) w_r
-        const int c = idx / VT, e = idx - c * VT;
-        if (e >= W) continue;
-        float acc = Es[idx];
-        for (int r = 0; r < L; r++) acc = fmaf(Us[c * LP + r], Ws[r * VT + e], acc);
-        Es[idx] = acc;
       }
     }
     __syncthreads();
@@ -724,19 +761,59 @@ unsigned tiles(int n, int tile) {
   return static_cast<unsigned>((n + tile - 1) / tile);
 }
 
-// Row readout, chunked: out = S_t^T x_t[h] (linear_recurrence).
+// A float scratch of `bytes` on the stream: the context's workspace when it is large enough, else allocated
+// (stream-ordered; release_scratch frees it after the kernels queued before).
+float* take_scratch(const Context& ctx, size_t bytes, bool* own) {
+  float* ws = static_cast<float*>(ctx.workspace());
+  *own = bytes > ctx.workspace_bytes();
+  if (*own) CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), bytes, stream_of(ctx)));
+  return ws;
+}
+
+void release_scratch(const Context& ctx, float* ws, bool own) {
+  if (own) CUDA_CHECK(cudaFreeAsync(ws, stream_of(ctx)));
+}
+
+// ws (B, HKV, nchunks, R, C) = the state before each chunk, from state0; the final state into final_state if not null.
+template <class T>
+void launch_chunk_states(cudaStream_t stream, float* ws, const T* a, const T* bv, const T* g, const float* state0,
+                         float* final_state, const Rec& p, int64_t B) {
+  const size_t smem = states_floats(p.LC) * sizeof(float);
+  auto kernel = chunk_states_kernel<T>;
+  allow_smem(kernel, smem);
+  kernel<<<dim3(tiles(p.C, kTile), tiles(p.R, kTile), static_cast<unsigned>(B * p.HKV)), kThreads, smem, stream>>>(
+      ws, a, bv, g, state0, final_state, p);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Row readout, chunked: out = S_t^T x_t[h] (linear_recurrence). The states before every chunk first (a scan over the
+// chunks per 32 x 32 state tile), then every (chunk, query head, column tile) in parallel.
 template <class T>
 void launch_row_forward(const Context& ctx, const char* op, T* out, const T* x, const T* a, const T* bv, const T* g,
                         float* state, Rec p, int64_t chunk, int64_t B) {
+  // The widest column tile (<= 128) whose shared memory fits at the requested chunk: each block recomputes the chunk's
+  // scores, so fewer tiles means fewer exponentials (any tile gives the same results, bit for bit).
+  const int want = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({chunk, p.T, kMaxChunk})));
   p.tile = std::min(kTile, p.C);
-  set_chunk(&p, fit_chunk(ctx, op, std::min<int64_t>(chunk, p.T),
-                          [&](int LC) { return row_forward_floats(p.R, LC, p.tile); }));
+  for (int vt = std::min(4 * kTile, p.C); vt > p.tile; vt = std::max(p.tile, vt / 2))
+    if (row_forward_floats(p.R, want, vt) * sizeof(float) <= smem_limit(ctx)) {
+      p.tile = vt;
+      break;
+    }
+  set_chunk(&p, fit_chunk(ctx, op, std::min<int64_t>(chunk, p.T), [&](int LC) {
+    return std::max(row_forward_floats(p.R, LC, p.tile), states_floats(LC));
+  }));
+  const cudaStream_t stream = stream_of(ctx);
+  bool own = false;
+  float* ws = take_scratch(ctx, static_cast<size_t>(B) * p.HKV * p.nchunks * p.R * p.C * sizeof(float), &own);
+  launch_chunk_states<T>(stream, ws, a, bv, g, state, state, p, B);
   const size_t smem = row_forward_floats(p.R, p.LC, p.tile) * sizeof(float);
-  auto kernel = row_forward_kernel<T>;
+  auto kernel = row_chunk_forward_kernel<T>;
   allow_smem(kernel, smem);
-  kernel<<<dim3(tiles(p.C, p.tile), p.HKV, static_cast<unsigned>(B)), kThreads, smem, stream_of(ctx)>>>(out, x, a, bv,
-                                                                                                        g, state, p);
+  kernel<<<dim3(tiles(p.C, p.tile) * p.nchunks, p.G, static_cast<unsigned>(B * p.HKV)), kChunkThreads, smem,
+           stream>>>(out, x, a, bv, g, ws, p);
   CUDA_CHECK_LAUNCH();
+  release_scratch(ctx, ws, own);
 }
 
 // Column readout, chunked: z = S_t y_t[h] (slot_scores).
@@ -764,17 +841,18 @@ void launch_backward(const Context& ctx, const char* op, T* pout, T* da, T* dg, 
     return std::max({col_backward_floats(RT, p.C, LC), row_backward_floats(p.R, VT, LC), states_floats(LC)});
   }));
   const cudaStream_t stream = stream_of(ctx);
-  const size_t ws_bytes = static_cast<size_t>(B) * p.HKV * p.nchunks * p.R * p.C * sizeof(float);
-  float* ws = static_cast<float*>(ctx.workspace());
-  const bool own = ws_bytes > ctx.workspace_bytes();
-  if (own) CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, stream));
+  const size_t per = static_cast<size_t>(B) * p.HKV * p.nchunks * p.R * p.C;  // floats of one (B, HKV, chunks, R, C)
+  bool own = false;
+  float* ws = take_scratch(ctx, 2 * per * sizeof(float), &own);
+  float* ews = ws + per;
 
+  launch_chunk_states<T>(stream, ws, a, bv, g, state0, nullptr, p, B);
   {
     const size_t smem = states_floats(p.LC) * sizeof(float);
-    auto kernel = chunk_states_kernel<T>;
+    auto kernel = chunk_adjoints_kernel<T>;
     allow_smem(kernel, smem);
     kernel<<<dim3(tiles(p.C, kTile), tiles(p.R, kTile), static_cast<unsigned>(B * p.HKV)), kThreads, smem, stream>>>(
-        ws, a, bv, g, state0, p);
+        ews, u, w, g, p);
     CUDA_CHECK_LAUNCH();
   }
   {
@@ -783,8 +861,8 @@ void launch_backward(const Context& ctx, const char* op, T* pout, T* da, T* dg, 
     const size_t smem = col_backward_floats(RT, p.C, p.LC) * sizeof(float);
     auto kernel = col_backward_kernel<T>;
     allow_smem(kernel, smem);
-    kernel<<<dim3(tiles(p.R, RT), p.HKV, static_cast<unsigned>(B)), kThreads, smem, stream>>>(pout, da, dg, u, w, a, bv,
-                                                                                              g, ws, q);
+    kernel<<<dim3(tiles(p.R, RT), p.nchunks, static_cast<unsigned>(B * p.HKV)), kChunkThreads, smem, stream>>>(
+        pout, da, dg, u, w, a, bv, g, ws, ews, q);
     CUDA_CHECK_LAUNCH();
   }
   {
@@ -793,11 +871,11 @@ void launch_backward(const Context& ctx, const char* op, T* pout, T* da, T* dg, 
     const size_t smem = row_backward_floats(p.R, VT, p.LC) * sizeof(float);
     auto kernel = row_backward_kernel<T>;
     allow_smem(kernel, smem);
-    kernel<<<dim3(tiles(p.C, VT), p.HKV, static_cast<unsigned>(B)), kThreads, smem, stream>>>(db, rout, u, w, a, bv, g,
-                                                                                              ws, q);
+    kernel<<<dim3(tiles(p.C, VT), p.nchunks, static_cast<unsigned>(B * p.HKV)), kChunkThreads, smem, stream>>>(
+        db, rout, u, w, a, bv, g, ws, ews, q);
     CUDA_CHECK_LAUNCH();
   }
-  if (own) CUDA_CHECK(cudaFreeAsync(ws, stream));  // stream-ordered: after the kernels that read it
+  release_scratch(ctx, ws, own);  // stream-ordered: after the kernels that read it
 }
 
 }  // namespace

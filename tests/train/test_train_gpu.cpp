@@ -6,12 +6,14 @@
 //    curve: in f32 step for step to rounding, in bf16 within bf16 tolerance.
 //  - A Liger model decodes on the GPU (prefill, then one token at a time through the recurrent state and the window
 //    ring buffer) with the logits of the CPU.
-// Bounds (docs/DESIGN.md §2): f32 1e-4 relative (cuBLASLt and the CUDA kernels sum in other orders than the CPU, over
-// a few hundred ops; measured 1e-7..4e-6 on an H200). bf16 activations: losses 1e-2 relative (the bf16 op standard);
-// gradients 5e-2 relative over all LoRA gradients together — the correctness check is the f32 comparison (the same
-// code with f32 storage), this one catches a bf16-specific error (a missed conversion is an O(1) error). Single LoRA
-// tensors whose gradients are sums of many cancelling bf16-rounded terms (lora_A of q/k over 90 tokens) measured
-// 2e-2..8e-2 on an H200 (2026-11-25): they are held to 0.2, which still catches a wrong or missing path (error ~1).
+// Bounds (docs/DESIGN.md §2). f32: 1e-4 relative (cuBLASLt and the CUDA kernels sum in other orders than the CPU,
+// over a few hundred ops; measured 1e-7..4e-6 on an H200): this is the correctness check of the GPU step, since the
+// bf16 run executes the same code with bf16 storage. bf16 activations: losses 1e-2 relative (the bf16 op standard;
+// measured 3e-3..8e-3) and the 20-step curve 1e-2 (measured 1.1e-3). The bf16 gradients are a sanity check against a
+// bf16-specific fault (a missed conversion or a wrong path is an error of order 1): these tiny random models' LoRA
+// gradients are sums of many cancelling bf16-rounded terms, measured 1.8e-2..5.9e-2 relative over all LoRA gradients
+// together and up to 8.4e-2 for single tensors (H200, 2026-11-25, 32 cases); held to 0.1 and 0.2. (A first guess of
+// 5e-2 for both was below what bf16 storage gives here; the f32 bound was not changed.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -35,7 +37,7 @@ using test::TempDir;
 
 constexpr double kTolF32 = 1e-4;
 constexpr double kTolBf16Loss = 1e-2;
-constexpr double kTolBf16Grad = 5e-2;       // all LoRA gradients together
+constexpr double kTolBf16Grad = 0.1;        // all LoRA gradients together
 constexpr double kTolBf16GradTensor = 0.2;  // any one LoRA tensor
 
 // ||a - b|| / ||b|| over two host tensors of any float dtype.
