@@ -12,7 +12,7 @@
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/train_step.h"
-#include "train/optimizer.h"
+#include "train/trainer.h"
 
 #ifdef LIGER_CUDA
 #include <cuda_runtime.h>
@@ -142,10 +142,6 @@ int bench_train(const std::vector<std::string>& args) {
   if (dev == Device::CUDA) device_lora = host.to(Device::CUDA);
   LoraAdapters& work = dev == Device::CUDA ? device_lora : host;
   AdamW opt(OptimConfig{}, host.parameters());
-  auto copy_all = [](const std::vector<std::pair<std::string, Tensor>>& dst,
-                     const std::vector<std::pair<std::string, Tensor>>& src) {
-    for (size_t i = 0; i < dst.size(); i++) copy(dst[i].second, src[i].second);
-  };
   LOG_INFO("bench train: %s, B=%lld T=%lld, %s %s, LoRA r=%lld on %s (%lld parameters)", cfg.summary().c_str(),
            static_cast<long long>(batch), static_cast<long long>(seq), ctx.device_label(), dtype_name(dt),
            static_cast<long long>(rank), targets.c_str(), static_cast<long long>(host.n_params()));
@@ -159,11 +155,7 @@ int bench_train(const std::vector<std::string>& args) {
     work.zero_grad();
     const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq));
     ProfileScope prof(ctx, "optimizer (gradients to host, AdamW, adapters back)");
-    if (dev == Device::CUDA) copy_all(host.gradients(), device_lora.gradients());
-    std::vector<Tensor> grads;
-    for (auto& [name, g] : host.gradients()) grads.push_back(g);
-    opt.step(grads);
-    if (dev == Device::CUDA) copy_all(device_lora.parameters(), host.parameters());
+    adapter_step(opt, host, dev == Device::CUDA ? &device_lora : nullptr);
     loss = st.loss_sum / static_cast<double>(st.tokens);
   };
   for (int i = 0; i < warmup + iters; i++) {

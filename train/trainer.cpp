@@ -112,7 +112,25 @@ std::string fmt_duration(double s) {
                    : strfmt("%lldm%02llds", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
 }
 
+void copy_pairs(const std::vector<std::pair<std::string, Tensor>>& dst,
+                const std::vector<std::pair<std::string, Tensor>>& src) {
+  for (size_t i = 0; i < dst.size(); i++) copy(dst[i].second, src[i].second);
+}
+
 }  // namespace
+
+void copy_adapter_values(LoraAdapters& dst, const LoraAdapters& src) {
+  copy_pairs(dst.parameters(), src.parameters());
+}
+
+AdamWStepStats adapter_step(AdamW& opt, LoraAdapters& host, LoraAdapters* device) {
+  if (device) copy_pairs(host.gradients(), device->gradients());
+  std::vector<Tensor> grads;
+  for (auto& [name, g] : host.gradients()) grads.push_back(g);
+  AdamWStepStats st = opt.step(grads);
+  if (device) copy_adapter_values(*device, host);
+  return st;
+}
 
 TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   cfg.validate();
@@ -133,10 +151,6 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   LoraAdapters device_lora;
   if (gpu) device_lora = lora.to(Device::CUDA);
   LoraAdapters& work = gpu ? device_lora : lora;
-  auto copy_all = [](const std::vector<std::pair<std::string, Tensor>>& dst,
-                     const std::vector<std::pair<std::string, Tensor>>& src) {
-    for (size_t i = 0; i < dst.size(); i++) copy(dst[i].second, src[i].second);
-  };
   AdamW opt(cfg.optim, lora.parameters());
 
   const int64_t per_step = cfg.micro_batch * cfg.grad_accum;
@@ -169,7 +183,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                   dir.c_str(), cfg.out.c_str());
       lora.load_parameters(ck.tensors.at("adapter_model").tensors, dir + "/adapter_model.safetensors");
       opt.import_state(ck.tensors.at("optimizer").tensors, dir + "/optimizer.safetensors");
-      if (gpu) copy_all(device_lora.parameters(), lora.parameters());
+      if (gpu) copy_adapter_values(device_lora, lora);
       start = step;
       LOG_INFO("resumed from %s at step %lld", dir.c_str(), static_cast<long long>(start));
     } else {
@@ -222,11 +236,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       loss_sum += s.loss_sum / static_cast<double>(s.tokens);
       tokens += b.ids.numel();
     }
-    if (gpu) copy_all(lora.gradients(), device_lora.gradients());
-    std::vector<Tensor> grads;
-    for (auto& [name, gt] : lora.gradients()) grads.push_back(gt);
-    AdamWStepStats os = opt.step(grads);
-    if (gpu) copy_all(device_lora.parameters(), lora.parameters());
+    AdamWStepStats os = adapter_step(opt, lora, gpu ? &device_lora : nullptr);
     const double loss = loss_sum / static_cast<double>(per_step);
     res.losses.push_back(loss);
     tokens_done += tokens;

@@ -45,6 +45,13 @@ struct TrainResult {
   std::string last_checkpoint;
 };
 
+// One optimizer step of the adapters as the trainer takes it: the master copy `host` (fp32, on the CPU) is what AdamW
+// updates and what checkpoints hold; `device` (the GPU working copy, or null on the CPU) hands its gradients to the
+// host first and takes the new values after.
+AdamWStepStats adapter_step(AdamW& opt, LoraAdapters& host, LoraAdapters* device);
+// Copies every parameter value of `src` into `dst` (the same adapters on another device).
+void copy_adapter_values(LoraAdapters& dst, const LoraAdapters& src);
+
 // Runs (or resumes) the training described by `cfg`; stops early after `stop_after` steps of this call when > 0
 // (used to simulate an interrupted run in tests), writing a checkpoint there.
 TrainResult train(const TrainConfig& cfg, int64_t stop_after = 0);
