@@ -19,7 +19,12 @@ LogLevel initial_level() {
   return LogLevel::Info;
 }
 LogLevel g_level = initial_level();
+std::string g_prefix = "[liger] ";
 }  // namespace
+
+void set_log_prefix(const std::string& prefix) {
+  g_prefix = prefix;
+}
 
 void set_log_level(LogLevel level) {
   g_level = level;
@@ -35,7 +40,7 @@ void log_message(LogLevel level, const char* fmt, ...) {
   std::string s = vstrfmt(fmt, ap);
   va_end(ap);
   const char* tag = level == LogLevel::Warn ? "warning: " : (level == LogLevel::Error ? "error: " : "");
-  std::fprintf(stderr, "[liger] %s%s\n", tag, s.c_str());
+  std::fprintf(stderr, "%s%s%s\n", g_prefix.c_str(), tag, s.c_str());
 }
 
 }  // namespace liger

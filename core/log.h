@@ -2,11 +2,15 @@
 // set_log_level(Debug). Messages are printf-style.
 #pragma once
 
+#include <string>
+
 namespace liger {
 
 enum class LogLevel { Debug = 0, Info = 1, Warn = 2, Error = 3, Quiet = 4 };
 void set_log_level(LogLevel level);
 LogLevel log_level();
+// Replaces the "[liger] " prefix of every line (e.g. "[liger rank 1] " under several ranks).
+void set_log_prefix(const std::string& prefix);
 void log_message(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace liger

@@ -123,17 +123,21 @@ void reset_peak(Device device) {
   g_peak[i].store(g_current[i].load());
 }
 
-bool cuda_available() {
+int cuda_device_count() {
 #ifdef LIGER_CUDA
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return 0;
   }
-  return n > 0;
+  return n;
 #else
-  return false;
+  return 0;
 #endif
+}
+
+bool cuda_available() {
+  return cuda_device_count() > 0;
 }
 
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
@@ -145,14 +149,19 @@ Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (device == Device::CPU) {
+  set_zero(t);
+  return t;
+}
+
+void set_zero(Tensor t) {
+  if (t.nbytes() == 0) return;
+  if (t.device() == Device::CPU) {
     std::memset(t.data(), 0, t.nbytes());
   } else {
 #ifdef LIGER_CUDA
     CUDA_CHECK(cudaMemsetAsync(t.data(), 0, t.nbytes(), cudaStreamLegacy));
 #endif
   }
-  return t;
 }
 
 Tensor Tensor::from_f32(Shape shape, const std::vector<float>& values) {

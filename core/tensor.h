@@ -83,6 +83,9 @@ class Tensor {
   std::shared_ptr<void> owner_;
 };
 
+// t = 0 (all bytes zero), in place; stream-ordered on the GPU (no host wait).
+void set_zero(Tensor t);
+
 // dst = src, for equal shapes (or equal numel); converts dtype and crosses devices as needed.
 void copy(Tensor dst, const Tensor& src);
 
@@ -94,6 +97,7 @@ struct MemStats {
 MemStats mem_stats(Device device);
 void reset_peak(Device device);
 
-bool cuda_available();  // true when built with CUDA and a device is present
+bool cuda_available();
+int cuda_device_count();  // visible CUDA devices (0 without CUDA)  // true when built with CUDA and a device is present
 
 }  // namespace liger

@@ -12,6 +12,8 @@
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/train_step.h"
+#include "train/adapter_sync.h"
+#include "train/train_options.h"
 #include "train/trainer.h"
 
 #ifdef LIGER_CUDA
@@ -118,6 +120,8 @@ int bench_train(const std::vector<std::string>& args) {
       "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
       "iters", po::value(&iters)->default_value(6), "timed steps (the median is reported)")(
       "profile", po::bool_switch(&profile), "after the timed steps, profiled steps: time per section (syncs)");
+  dist::DistConfig dc;
+  desc.add(dist_options(dc));
   po::variables_map vm;
   if (!parse_options("bench train", args, desc, &vm, "[--shape NAME] [--seq N] [--variant V] [options]")) return 0;
   LIGER_CHECK(seq > 1 && batch > 0 && iters > 0 && warmup >= 0, "--seq must be > 1, --batch and --iters positive");
@@ -128,23 +132,31 @@ int bench_train(const std::vector<std::string>& args) {
     cfg.liger = parse_liger_config({{"variant", variant}, {"window", window}}, "--variant", cfg);
     cfg.is_liger = true;
   }
-  Context ctx = dev == Device::CUDA ? Context::cuda(0) : Context::cpu();
+  // Under mpirun every rank runs the step on its own batch (data parallel) or its slice (--tp), as the trainer does.
+  const dist::WorldInfo world = dist::discover_world();
+  const int gpu_index = dev == Device::CUDA && world.size > 1 ? dist::cuda_device_for(world, cuda_device_count()) : 0;
+  Context ctx = dev == Device::CUDA ? Context::cuda(gpu_index) : Context::cpu();
+  std::unique_ptr<dist::Runtime> rt = dist::Runtime::create(dc, dev, ctx.stream());
+  const ModelConfig full_cfg = cfg;
+  cfg.set_tensor_parallel(rt->tp(), rt->tp_rank());
   reset_peak(dev);
-  std::unique_ptr<LlamaModel> model = LlamaModel::random(cfg, ctx, dt, /*seed=*/1234);
+  std::unique_ptr<LlamaModel> model =
+      LlamaModel::random(cfg, ctx, dt, /*seed=*/1234, rt->tp() > 1 ? &rt->tp_comm() : nullptr);
   LoraConfig lc;
   lc.rank = rank;
   lc.alpha = static_cast<double>(rank);
   lc.targets = LoraConfig::parse_targets(targets);
   lc.validate();
-  // As the trainer runs it: host master adapters and AdamW, a device working copy on the GPU.
-  LoraAdapters host = LoraAdapters::init(cfg, lc, Device::CPU);
-  LoraAdapters device_lora;
-  if (dev == Device::CUDA) device_lora = host.to(Device::CUDA);
-  LoraAdapters& work = dev == Device::CUDA ? device_lora : host;
+  // As the trainer runs it: full host master adapters and AdamW, a device working copy (this rank's slice), the
+  // data-parallel sum of the gradients (overlapped with the backward on NCCL) and their tensor-parallel assembly.
+  LoraAdapters host = LoraAdapters::init(full_cfg, lc, Device::CPU);
   AdamW opt(OptimConfig{}, host.parameters());
-  LOG_INFO("bench train: %s, B=%lld T=%lld, %s %s, LoRA r=%lld on %s (%lld parameters)", cfg.summary().c_str(),
+  AdapterSync sync(*rt, host, cfg, ctx);
+  LoraAdapters& work = sync.work();
+  LOG_INFO("bench train: %s, B=%lld T=%lld, %s %s, LoRA r=%lld on %s (%lld parameters); %s", cfg.summary().c_str(),
            static_cast<long long>(batch), static_cast<long long>(seq), ctx.device_label(), dtype_name(dt),
-           static_cast<long long>(rank), targets.c_str(), static_cast<long long>(host.n_params()));
+           static_cast<long long>(rank), targets.c_str(), static_cast<long long>(host.n_params()),
+           rt->describe().c_str());
   std::vector<int32_t> ids(static_cast<size_t>(batch * seq)), tg(ids.size());
   for (size_t i = 0; i < ids.size(); i++) ids[i] = static_cast<int32_t>((i * 7919 + 13) % cfg.vocab_size);
   for (size_t i = 0; i < ids.size(); i++) tg[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
@@ -152,10 +164,12 @@ int bench_train(const std::vector<std::string>& args) {
   std::vector<double> times;
   double loss = 0;
   auto step = [&] {
-    work.zero_grad();
-    const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq));
-    ProfileScope prof(ctx, "optimizer (gradients to host, AdamW, adapters back)");
-    adapter_step(opt, host, dev == Device::CUDA ? &device_lora : nullptr);
+    sync.zero_grad();
+    const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq * rt->dp()),
+                                    nullptr, [&](int64_t l) { sync.layer_done(l); });
+    ProfileScope prof(ctx, "optimizer (gradient sums, gradients to host, AdamW, adapters back)");
+    sync.finish_gradients();
+    sync.step(opt);
     loss = st.loss_sum / static_cast<double>(st.tokens);
   };
   for (int i = 0; i < warmup + iters; i++) {
@@ -165,14 +179,19 @@ int bench_train(const std::vector<std::string>& args) {
     ctx.synchronize();
     if (i >= warmup) times.push_back(t.seconds());
   }
+  // A step ends when the slowest rank's does: the step time of the job is the maximum over the ranks.
+  for (double& t : times) t = rt->world().all_reduce_value(t, dist::ReduceOp::Max);
   std::sort(times.begin(), times.end());
   const double med = times[times.size() / 2];
   const MemStats ms = mem_stats(dev);
+  const int64_t job_tokens = batch * seq * rt->dp();  // tokens per step over the whole job
+  if (!rt->is_root()) return 0;
   std::printf("bench train shape=%s variant=%s B=%lld T=%lld device=%s dtype=%s lora r=%lld targets=%s\n",
               shape.c_str(), variant.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
               ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str());
+  std::printf("  %s\n", rt->describe().c_str());
   std::printf("  median step %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s (last loss %.3f)\n", med * 1e3,
-              times.front() * 1e3, times.back() * 1e3, iters, static_cast<double>(batch * seq) / med, loss);
+              times.front() * 1e3, times.back() * 1e3, iters, static_cast<double>(job_tokens) / med, loss);
   std::printf("  peak memory held by liger: %.1f MiB (weights %.1f MiB)\n", ms.peak / 1048576.0,
               model->weight_bytes() / 1048576.0);
   print_device_memory(dev);

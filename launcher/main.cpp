@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "dist/runtime.h"
 #include "launcher/commands.h"
 
 namespace {
@@ -49,12 +50,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "liger: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return 2;
+  } catch (const liger::dist::QuietError&) {
+    return 1;  // reported once, by the rank that met it (rank 0 for errors every rank meets)
   } catch (const boost::program_options::error& e) {
     std::fprintf(stderr, "liger %s: %s (see liger %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
     return 2;
   } catch (const liger::Error& e) {
-    if (verbose) std::fprintf(stderr, "liger: error: %s [at %s:%d]\n", e.what(), e.file(), e.line());
-    else std::fprintf(stderr, "liger: error: %s\n", e.what());
+    // Under several ranks an error met by one rank alone names the rank and ends the whole job (no rank is left
+    // waiting in a collective); errors every rank meets were already reported once (QuietError above).
+    const std::string rank = liger::dist::multi_rank() ? liger::strfmt("[rank %d] ", liger::dist::world_rank()) : "";
+    if (verbose) std::fprintf(stderr, "liger: error: %s%s [at %s:%d]\n", rank.c_str(), e.what(), e.file(), e.line());
+    else std::fprintf(stderr, "liger: error: %s%s\n", rank.c_str(), e.what());
+    if (liger::dist::multi_rank()) liger::dist::abort_job(1);
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "liger: error: out of host memory\n");

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "core/check.h"
+#include "dist/runtime.h"
 #include "launcher/commands.h"
 #include "train/train_options.h"
 
@@ -28,7 +29,8 @@ int cmd_train(const std::vector<std::string>& args) {
   po::notify(vm);
   finish_train_config(cfg, targets, schedule);
   TrainResult r = train(cfg);
-  std::printf("trained %lld steps; final validation loss %.4f; checkpoint %s\n", static_cast<long long>(r.steps),
+  if (dist::world_rank() == 0)  // every rank returns the same result; rank 0 reports it
+    std::printf("trained %lld steps; final validation loss %.4f; checkpoint %s\n", static_cast<long long>(r.steps),
               r.final_val_loss, r.last_checkpoint.c_str());
   return 0;
 }

@@ -252,6 +252,8 @@ std::string ModelConfig::summary() const {
                 static_cast<long long>(n_kv_heads), static_cast<long long>(head_dim), static_cast<long long>(d_ff),
                 static_cast<long long>(vocab_size), params.c_str(), tie_embeddings ? ", tied" : "",
                 qkv_bias ? ", qkv bias" : "", qk_norm ? ", qk norm" : "");
+  if (tp_size > 1) s += strfmt(", tensor-parallel rank %lld of %lld", static_cast<long long>(tp_rank),
+                               static_cast<long long>(tp_size));
   if (is_liger) {
     s += strfmt(", liger %s (window %lld, mix swa %.2f / recurrent %.2f%s, %zu softmax layers)", liger.variant_name(),
                 static_cast<long long>(liger.window), liger.mix_swa, liger.mix_recurrent, liger.gate ? "" : ", no gate",
@@ -301,6 +303,23 @@ ModelConfig model_config_for_shape(const std::string& name) {
   }
   c.rope.head_dim = c.head_dim;
   return c;
+}
+
+void ModelConfig::set_tensor_parallel(int64_t tp, int64_t rank) {
+  LIGER_CHECK(tp >= 1 && rank >= 0 && rank < tp, "tensor parallel: rank %lld of %lld", static_cast<long long>(rank),
+              static_cast<long long>(tp));
+  auto check = [&](int64_t n, const char* what, const char* key) {
+    LIGER_CHECK(n % tp == 0,
+                "--tp %lld does not divide the %s (%s = %lld): use a tensor-parallel size that divides it", 
+                static_cast<long long>(tp), what, key, static_cast<long long>(n));
+  };
+  check(n_heads, "attention heads", "num_attention_heads");
+  check(n_kv_heads, "KV heads (a KV head and its query group stay on one rank)", "num_key_value_heads");
+  check(d_ff, "MLP width", "intermediate_size");
+  LIGER_CHECK(vocab_size >= tp, "--tp %lld exceeds the vocabulary (%lld entries)", static_cast<long long>(tp),
+              static_cast<long long>(vocab_size));
+  tp_size = tp;
+  tp_rank = rank;
 }
 
 }  // namespace liger

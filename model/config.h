@@ -59,13 +59,24 @@ struct ModelConfig {
   bool is_liger = false;         // config.json has a "liger" section
   LigerConfig liger;             // valid when is_liger
 
-  // Tensor-parallel slice of this rank (tp = 1 until the distributed issue): local heads, KV heads, MLP width.
+  // Tensor-parallel slice of this rank (DESIGN.md §5): tp_size ranks split the query heads, the KV heads (a KV head
+  // and its GQA group on one rank), the MLP width and the vocabulary (padded to a multiple of tp_size); rank
+  // tp_rank holds the block tp_rank of each. set_tensor_parallel checks that the shapes divide.
   int64_t tp_size = 1;
+  int64_t tp_rank = 0;
   int64_t local_heads() const { return n_heads / tp_size; }
   int64_t local_kv_heads() const { return n_kv_heads / tp_size; }
   int64_t local_ff() const { return d_ff / tp_size; }
   int64_t q_dim() const { return local_heads() * head_dim; }     // H * HS
   int64_t kv_dim() const { return local_kv_heads() * head_dim; } // HKV * HS
+  int64_t local_vocab() const { return (vocab_size + tp_size - 1) / tp_size; }  // Vs: rows of the embedding / LM head
+  int64_t vocab_start() const { return tp_rank * local_vocab(); }               // v0: the first of them
+  int64_t vocab_valid() const {  // how many of the Vs rows are real vocabulary entries (the rest: zero padding)
+    const int64_t left = vocab_size - vocab_start();
+    return left < 0 ? 0 : (left < local_vocab() ? left : local_vocab());
+  }
+  // Sets tp_size / tp_rank; an Error names the dimension that `tp` does not divide (heads, KV heads, MLP width).
+  void set_tensor_parallel(int64_t tp, int64_t rank);
 
   int64_t n_params() const;  // total parameters of the whole model
   std::string summary() const;  // one line for logs

@@ -151,6 +151,9 @@ void forward_with_diagnostics(LlamaModel& model, const LoraAdapters* lora, const
   LIGER_CHECK(!model.context().is_cuda(), "diagnostics run on the CPU in this version (load the model on the cpu)");
   LIGER_CHECK(ids.device() == Device::CPU && ids.dtype() == DType::I32 && ids.ndim() == 2,
               "forward_with_diagnostics: ids must be a host i32 (B, T) tensor, got %s", ids.str().c_str());
+  LIGER_CHECK(!model.tensor_parallel(),
+              "--diagnostics runs at --tp 1 (the per-layer figures need every head on one rank); perplexity alone "
+              "runs at any --tp");
   const int64_t B = ids.dim(0), T = ids.dim(1), V = c.vocab_size;
   LIGER_CHECK(B > 0 && T > 0, "forward_with_diagnostics: empty batch");
   for (int64_t i = 0; i < B * T; i++) {

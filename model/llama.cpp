@@ -1,6 +1,8 @@
 #include "model/llama.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "core/check.h"
@@ -18,35 +20,66 @@ namespace liger {
 
 std::vector<WeightDesc> weight_table(const ModelConfig& c, ModelWeights* w) {
   const int64_t D = c.d_model, HS = c.head_dim, QD = c.q_dim(), KVD = c.kv_dim(), F = c.local_ff();
+  const int64_t V = c.vocab_size, Vs = c.local_vocab(), FQD = c.n_heads * HS, FKVD = c.n_kv_heads * HS, FF = c.d_ff;
   std::vector<WeightDesc> t;
   w->layers.resize(static_cast<size_t>(c.n_layers));
-  t.push_back({"model.embed_tokens.weight", {c.vocab_size, D}, &w->embed, false});
+  t.push_back({"model.embed_tokens.weight", {Vs, D}, &w->embed, false, Shard::Vocab, {V, D}});
   for (int64_t l = 0; l < c.n_layers; l++) {
     LayerWeights& L = w->layers[static_cast<size_t>(l)];
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", {D}, &L.attn_norm, true});
-    t.push_back({p + "self_attn.q_proj.weight", {QD, D}, &L.wq, false});
-    t.push_back({p + "self_attn.k_proj.weight", {KVD, D}, &L.wk, false});
-    t.push_back({p + "self_attn.v_proj.weight", {KVD, D}, &L.wv, false});
-    t.push_back({p + "self_attn.o_proj.weight", {D, QD}, &L.wo, false});
+    t.push_back({p + "input_layernorm.weight", {D}, &L.attn_norm, true, Shard::Replicated, {D}});
+    t.push_back({p + "self_attn.q_proj.weight", {QD, D}, &L.wq, false, Shard::Rows, {FQD, D}});
+    t.push_back({p + "self_attn.k_proj.weight", {KVD, D}, &L.wk, false, Shard::Rows, {FKVD, D}});
+    t.push_back({p + "self_attn.v_proj.weight", {KVD, D}, &L.wv, false, Shard::Rows, {FKVD, D}});
+    t.push_back({p + "self_attn.o_proj.weight", {D, QD}, &L.wo, false, Shard::Cols, {D, FQD}});
     if (c.qkv_bias) {
-      t.push_back({p + "self_attn.q_proj.bias", {QD}, &L.bq, false});
-      t.push_back({p + "self_attn.k_proj.bias", {KVD}, &L.bk, false});
-      t.push_back({p + "self_attn.v_proj.bias", {KVD}, &L.bv, false});
+      t.push_back({p + "self_attn.q_proj.bias", {QD}, &L.bq, false, Shard::Rows, {FQD}});
+      t.push_back({p + "self_attn.k_proj.bias", {KVD}, &L.bk, false, Shard::Rows, {FKVD}});
+      t.push_back({p + "self_attn.v_proj.bias", {KVD}, &L.bv, false, Shard::Rows, {FKVD}});
     }
-    if (c.o_bias) t.push_back({p + "self_attn.o_proj.bias", {D}, &L.bo, false});
+    if (c.o_bias) t.push_back({p + "self_attn.o_proj.bias", {D}, &L.bo, false, Shard::Replicated, {D}});
     if (c.qk_norm) {
-      t.push_back({p + "self_attn.q_norm.weight", {HS}, &L.q_norm, true});
-      t.push_back({p + "self_attn.k_norm.weight", {HS}, &L.k_norm, true});
+      t.push_back({p + "self_attn.q_norm.weight", {HS}, &L.q_norm, true, Shard::Replicated, {HS}});
+      t.push_back({p + "self_attn.k_norm.weight", {HS}, &L.k_norm, true, Shard::Replicated, {HS}});
     }
-    t.push_back({p + "post_attention_layernorm.weight", {D}, &L.mlp_norm, true});
-    t.push_back({p + "mlp.gate_proj.weight", {F, D}, &L.w_gate, false});
-    t.push_back({p + "mlp.up_proj.weight", {F, D}, &L.w_up, false});
-    t.push_back({p + "mlp.down_proj.weight", {D, F}, &L.w_down, false});
+    t.push_back({p + "post_attention_layernorm.weight", {D}, &L.mlp_norm, true, Shard::Replicated, {D}});
+    t.push_back({p + "mlp.gate_proj.weight", {F, D}, &L.w_gate, false, Shard::Rows, {FF, D}});
+    t.push_back({p + "mlp.up_proj.weight", {F, D}, &L.w_up, false, Shard::Rows, {FF, D}});
+    t.push_back({p + "mlp.down_proj.weight", {D, F}, &L.w_down, false, Shard::Cols, {D, FF}});
   }
-  t.push_back({"model.norm.weight", {D}, &w->final_norm, true});
-  if (!c.tie_embeddings) t.push_back({"lm_head.weight", {c.vocab_size, D}, &w->lm_head, false});
+  t.push_back({"model.norm.weight", {D}, &w->final_norm, true, Shard::Replicated, {D}});
+  if (!c.tie_embeddings) t.push_back({"lm_head.weight", {Vs, D}, &w->lm_head, false, Shard::Vocab, {V, D}});
   return t;
+}
+
+void load_weight_slice(Tensor dst, const Tensor& src, const WeightDesc& d, const ModelConfig& c) {
+  LIGER_ASSERT(src.device() == Device::CPU && src.shape() == d.full);
+  const int64_t r = c.tp_rank;
+  switch (d.shard) {
+    case Shard::Replicated:
+      copy(dst, src);
+      return;
+    case Shard::Rows:  // a contiguous block of rows (1-D biases: a block of elements)
+      copy(dst, src.slice(r * d.shape[0], d.shape[0]));
+      return;
+    case Shard::Cols: {  // every row's block of columns, gathered on the host, then one copy to dst's device
+      const int64_t rows = d.full[0], cols = d.full[1], n = d.shape[1];
+      Tensor tmp = Tensor::empty(d.shape, src.dtype(), Device::CPU);
+      const size_t es = dtype_size(src.dtype());
+      for (int64_t i = 0; i < rows; i++)
+        std::memcpy(static_cast<char*>(tmp.data()) + static_cast<size_t>(i * n) * es,
+                    static_cast<const char*>(src.data()) + static_cast<size_t>(i * cols + r * n) * es,
+                    static_cast<size_t>(n) * es);
+      copy(dst, tmp);
+      return;
+    }
+    case Shard::Vocab: {  // rows [v0, v0 + valid), then zero rows up to local_vocab()
+      const int64_t valid = c.vocab_valid();
+      if (valid < d.shape[0]) copy(dst, Tensor::zeros(d.shape, dst.dtype(), Device::CPU));
+      if (valid > 0) copy(dst.slice(0, valid), src.slice(c.vocab_start(), valid));
+      return;
+    }
+  }
 }
 
 std::vector<ActDesc> activation_table(const ModelConfig& c, int64_t B, int64_t T, DType dt, bool last_only) {
@@ -84,13 +117,16 @@ void LlamaModel::allocate_weights() {
   if (cfg_.tie_embeddings) w_.lm_head = w_.embed;
 }
 
-std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, Context& ctx, DType dtype) {
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, Context& ctx, DType dtype,
+                                             dist::Communicator* tp) {
   namespace fs = std::filesystem;
   LIGER_CHECK(fs::is_directory(dir), "%s: model directory does not exist", dir.c_str());
   const std::string config_path = (fs::path(dir) / "config.json").string();
   LIGER_CHECK(fs::exists(config_path), "%s: missing config.json", dir.c_str());
   ModelConfig cfg = load_model_config(config_path);
+  if (tp) cfg.set_tensor_parallel(tp->size(), tp->rank());
   std::unique_ptr<LlamaModel> m(new LlamaModel(cfg, ctx, dtype));
+  m->tp_ = tp;
   Checkpoint ckpt = Checkpoint::open_dir(dir);
   m->allocate_weights();
   for (const WeightDesc& d : weight_table(m->cfg_, &m->w_)) {
@@ -98,9 +134,9 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, Context& ct
                 cfg.model_type.c_str());
     auto [file, entry] = ckpt.find(d.name);
     Shape got(entry->shape);
-    LIGER_CHECK(got == d.shape, "%s: tensor '%s' has shape %s but config.json implies %s", file->path().c_str(),
-                d.name.c_str(), got.str().c_str(), d.shape.str().c_str());
-    copy(*d.slot, file->tensor(d.name));
+    LIGER_CHECK(got == d.full, "%s: tensor '%s' has shape %s but config.json implies %s", file->path().c_str(),
+                d.name.c_str(), got.str().c_str(), d.full.str().c_str());
+    load_weight_slice(*d.slot, file->tensor(d.name), d, m->cfg_);  // only this rank's slice is read from the mapping
   }
   if (cfg.tie_embeddings) m->w_.lm_head = m->w_.embed;
   LOG_DEBUG("loaded %s from %s (%.1f MiB of weights)", cfg.summary().c_str(), dir.c_str(),
@@ -108,8 +144,12 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, Context& ct
   return m;
 }
 
-std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& cfg, Context& ctx, DType dtype, uint64_t seed) {
+std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& cfg, Context& ctx, DType dtype, uint64_t seed,
+                                               dist::Communicator* tp) {
+  LIGER_CHECK(tp ? (cfg.tp_size == tp->size() && cfg.tp_rank == tp->rank()) : cfg.tp_size == 1,
+              "LlamaModel::random: the config's tensor-parallel slice does not match the communicator");
   std::unique_ptr<LlamaModel> m(new LlamaModel(cfg, ctx, dtype));
+  m->tp_ = tp;
   m->allocate_weights();
   uint64_t i = 0;
   for (const WeightDesc& d : weight_table(m->cfg_, &m->w_)) {
@@ -118,6 +158,10 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& cfg, Context& 
   }
   if (cfg.tie_embeddings) m->w_.lm_head = m->w_.embed;
   return m;
+}
+
+void LlamaModel::tp_all_reduce(Tensor t) const {
+  if (tensor_parallel()) tp_->all_reduce(t, dist::ReduceOp::Sum);
 }
 
 KVCache LlamaModel::make_cache(int64_t batch, int64_t capacity) const {
@@ -196,7 +240,14 @@ void LlamaModel::forward(const Tensor& ids, KVCache* cache, Tensor logits, bool 
 
   Context& ctx = ctx_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  ops::embedding(ctx, x, d_ids, w_.embed);
+  const bool tp = tensor_parallel();
+  const bool tp_root = !tp || tp_->rank() == 0;  // the rank that adds the replicated o/down biases and residual
+  if (tp) {
+    ops::embedding_shard(ctx, x, d_ids, w_.embed, c.vocab_start());  // zeros for ids of other ranks' rows
+    tp_all_reduce(x);
+  } else {
+    ops::embedding(ctx, x, d_ids, w_.embed);
+  }
   for (int64_t l = 0; l < c.n_layers; l++) {
     const LayerWeights& L = w_.layers[static_cast<size_t>(l)];
     // Attention block: x += o_proj(attention(rope(q), rope(k), v)).
@@ -226,13 +277,17 @@ void LlamaModel::forward(const Tensor& ids, KVCache* cache, Tensor logits, bool 
       ops::attention(ctx, att.view({B, T, H, HS}), q.view({B, T, H, HS}), kk, vv, pos0, kv_len, scale,
                      c.sliding_window);
     }
-    ops::matmul(ctx, x, att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
+    // Row-parallel W_O: rank 0 adds its partial product to the residual, the others replace theirs by their partial
+    // product, and the sum over the group is x + o_proj(att) (the bias added once, by rank 0).
+    ops::matmul(ctx, x, att, L.wo, c.o_bias && tp_root ? &L.bo : nullptr, /*accumulate=*/tp_root);
+    tp_all_reduce(x);
     // MLP block: x += down(silu(gate(xn)) * up(xn)).
     ops::rmsnorm(ctx, xn, x, L.mlp_norm, static_cast<float>(c.rms_eps));
     ops::matmul(ctx, gate, xn, L.w_gate);
     ops::matmul(ctx, up, xn, L.w_up);
     ops::swiglu(ctx, gate, gate, up);
-    ops::matmul(ctx, x, gate, L.w_down, nullptr, /*accumulate=*/true);
+    ops::matmul(ctx, x, gate, L.w_down, nullptr, /*accumulate=*/tp_root);  // row-parallel, as W_O
+    tp_all_reduce(x);
   }
   if (cache) cache->length = pos0 + T;
 
@@ -244,7 +299,26 @@ void LlamaModel::forward(const Tensor& ids, KVCache* cache, Tensor logits, bool 
   }
   Tensor hn = xn.slice(0, h.dim(0));
   ops::rmsnorm(ctx, hn, h, w_.final_norm, static_cast<float>(c.rms_eps));
-  ops::matmul(ctx, logits.view({h.dim(0), V}), hn, w_.lm_head);
+  if (!tp) {
+    ops::matmul(ctx, logits.view({h.dim(0), V}), hn, w_.lm_head);
+    return;
+  }
+  // Vocab-parallel LM head: each rank computes its block of columns; the blocks are gathered (generation and
+  // benchmarks need whole rows of logits; training never does, model/train_step.cpp) and laid side by side.
+  const int64_t rows = h.dim(0), Vs = c.local_vocab(), R = tp_->size();
+  Tensor mine = Tensor::empty({rows, Vs}, DType::F32, ctx.device());
+  ops::matmul(ctx, mine, hn, w_.lm_head);
+  Tensor all = Tensor::empty({R * rows, Vs}, DType::F32, Device::CPU);
+  tp_->all_gather(all, mine);
+  Tensor full = Tensor::empty({rows, V}, DType::F32, Device::CPU);
+  for (int64_t r = 0; r < R; r++) {
+    const int64_t v0 = r * Vs, n = std::min(Vs, V - v0);
+    if (n <= 0) continue;
+    for (int64_t i = 0; i < rows; i++)
+      std::memcpy(full.ptr<float>() + i * V + v0, all.ptr<float>() + (r * rows + i) * Vs,
+                  static_cast<size_t>(n) * sizeof(float));
+  }
+  copy(logits.view({rows, V}), full);
 }
 
 }  // namespace liger

@@ -2,7 +2,8 @@
 // logits, and the activation table that sizes its memory.
 //
 // Written in terms of the local slice of a tensor-parallel rank (ModelConfig::local_heads(), local_kv_heads(),
-// local_ff()); tp = 1 for now. Storage dtype: f32 on the CPU (the reference path), bf16 (or f32) on the GPU;
+// local_ff(), local_vocab()): Megatron's layout, with q, k, v, gate, up column-parallel, o and down row-parallel
+// followed by a sum over the group, the embedding and LM head split by vocabulary. Storage dtype: f32 on the CPU (the reference path), bf16 (or f32) on the GPU;
 // logits are always f32.
 #pragma once
 
@@ -13,6 +14,7 @@
 
 #include "core/arena.h"
 #include "core/context.h"
+#include "dist/communicator.h"
 #include "model/config.h"
 #include "model/liger_attention.h"
 
@@ -34,13 +36,27 @@ struct ModelWeights {
   Tensor lm_head;                      // (V, D); the same memory as embed when tied
 };
 
-// One row of the weight table: the HF tensor name, its shape for this config, and where it goes.
+// How a weight splits over the ranks of a tensor-parallel group (DESIGN.md §5).
+enum class Shard {
+  Replicated,  // every rank holds all of it (norms, the o/down biases)
+  Rows,        // dim 0 in tp equal blocks (column-parallel q, k, v, gate, up and their biases)
+  Cols,        // dim 1 in tp equal blocks (row-parallel o, down)
+  Vocab,       // dim 0 by vocabulary blocks of local_vocab() rows, the last one zero-padded (embedding, LM head)
+};
+
+// One row of the weight table: the HF tensor name, this rank's shape for this config, where it goes, and how it is cut
+// from the full tensor of shape `full` in the checkpoint.
 struct WeightDesc {
   std::string name;
   Shape shape;
   Tensor* slot;
   bool is_norm;  // RMSNorm gain (random init: ones)
+  Shard shard = Shard::Replicated;
+  Shape full;    // the whole tensor (= shape at tp = 1)
 };
+// This rank's slice of `full_tensor` (a host tensor, e.g. a view of a mapped safetensors file), copied into `dst`
+// (converting the dtype): only the slice's bytes are read.
+void load_weight_slice(Tensor dst, const Tensor& full_tensor, const WeightDesc& d, const ModelConfig& cfg);
 std::vector<WeightDesc> weight_table(const ModelConfig& cfg, ModelWeights* w);
 
 // One row of the activation table: what a forward of B sequences of T tokens allocates.
@@ -66,9 +82,12 @@ class LlamaModel {
  public:
   // Loads config.json and the safetensors weights of an HF model directory; weights are converted to `dtype` on
   // ctx's device. Errors name the file and the tensor.
-  static std::unique_ptr<LlamaModel> load(const std::string& dir, Context& ctx, DType dtype);
-  // Random weights (normal, std 0.02; norms 1), for benchmarks.
-  static std::unique_ptr<LlamaModel> random(const ModelConfig& cfg, Context& ctx, DType dtype, uint64_t seed);
+  // With a tensor-parallel communicator `tp` of several ranks, this rank loads only its slices (model/config.h).
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, Context& ctx, DType dtype,
+                                          dist::Communicator* tp = nullptr);
+  // Random weights (normal, std 0.02; norms 1), for benchmarks. cfg's tp_size / tp_rank must match `tp`.
+  static std::unique_ptr<LlamaModel> random(const ModelConfig& cfg, Context& ctx, DType dtype, uint64_t seed,
+                                            dist::Communicator* tp = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   DType dtype() const { return dtype_; }
@@ -78,6 +97,11 @@ class LlamaModel {
   const ModelWeights& weights() const { return w_; }
   ModelWeights& mutable_weights() { return w_; }  // for merging adapters
   const Tensor& inv_freq() const { return inv_freq_; }
+  // The tensor-parallel group (null or one rank: no tensor parallelism).
+  dist::Communicator* tp() const { return tp_; }
+  bool tensor_parallel() const { return tp_ && tp_->size() > 1; }
+  // Sum over the tensor-parallel group, in place (a no-op without tensor parallelism).
+  void tp_all_reduce(Tensor t) const;
 
   // A cache for `batch` sequences of up to `capacity` positions (ignored by Liger layers).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
@@ -103,6 +127,7 @@ class LlamaModel {
   Arena weights_arena_;
   ModelWeights w_;
   Tensor inv_freq_;  // (HS/2) f32 on the device
+  dist::Communicator* tp_ = nullptr;
   Arena acts_;
   int64_t acts_B_ = 0, acts_T_ = 0;
   bool acts_last_only_ = false;

@@ -1,6 +1,7 @@
 #include "model/lora.h"
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -89,10 +90,9 @@ LoraAdapters LoraAdapters::init(const ModelConfig& cfg, const LoraConfig& lc, De
       for (int64_t i = 0; i < A.numel(); i++) A.ptr<float>()[i] = (2.0f * rng.uniform() - 1.0f) * bound;
       p.A = A.to(device, dtype);
       p.B = Tensor::zeros({out, lc.rank}, dtype, device);
-      p.dA = Tensor::zeros(p.A.shape(), dtype, device);
-      p.dB = Tensor::zeros(p.B.shape(), dtype, device);
     }
   }
+  a.allocate_gradients(device, dtype);
   return a;
 }
 
@@ -141,17 +141,161 @@ LoraAdapters LoraAdapters::to(Device device) const {
       LoraPair& q = a.layers_[l][ti];
       q.A = p.A.to(device);
       q.B = p.B.to(device);
-      q.dA = Tensor::zeros(p.A.shape(), p.A.dtype(), device);
-      q.dB = Tensor::zeros(p.B.shape(), p.B.dtype(), device);
     }
+  if (!a.layers_.empty() && a.n_params() > 0) a.allocate_gradients(device, grad_buffer_.dtype());
   return a;
 }
 
+void LoraAdapters::allocate_gradients(Device device, DType dtype) {
+  int64_t n = 0;
+  for (auto& [name, p] : parameters()) n += p.numel();
+  grad_buffer_ = Tensor::zeros({n}, dtype, device);
+  int64_t off = 0;
+  for (auto& layer : layers_)
+    for (LoraPair& p : layer) {
+      if (!p.defined()) continue;
+      p.dA = grad_buffer_.slice(off, p.A.numel()).view(p.A.shape());
+      off += p.A.numel();
+      p.dB = grad_buffer_.slice(off, p.B.numel()).view(p.B.shape());
+      off += p.B.numel();
+    }
+}
+
+std::pair<int64_t, int64_t> LoraAdapters::layer_grad_range(int64_t layer) const {
+  int64_t off = 0, count = 0;
+  for (size_t l = 0; l < layers_.size(); l++)
+    for (const LoraPair& p : layers_[l]) {
+      if (!p.defined()) continue;
+      const int64_t n = p.A.numel() + p.B.numel();
+      if (static_cast<int64_t>(l) < layer) off += n;
+      else if (static_cast<int64_t>(l) == layer) count += n;
+    }
+  return {off, count};
+}
+
 void LoraAdapters::zero_grad() {
-  for (auto& [name, g] : gradients()) {
-    Tensor z = Tensor::zeros(g.shape(), g.dtype(), g.device());
-    copy(g, z);
-  }
+  if (!grad_buffer_.defined()) return;
+  set_zero(grad_buffer_);
+}
+
+LoraSplit lora_split(LoraTarget t) {
+  return t == LoraTarget::O || t == LoraTarget::Down ? LoraSplit::Row : LoraSplit::Column;
+}
+
+namespace {
+
+// Block r of `n` along dim `dim` (0 or 1) of a 2-D host tensor, as a new host tensor.
+Tensor block_of(const Tensor& full, int dim, int64_t r, int64_t n) {
+  if (dim == 0) return full.slice(r * n, n);
+  const int64_t rows = full.dim(0), cols = full.dim(1);
+  Tensor out = Tensor::empty({rows, n}, full.dtype(), Device::CPU);
+  const size_t es = dtype_size(full.dtype());
+  for (int64_t i = 0; i < rows; i++)
+    std::memcpy(static_cast<char*>(out.data()) + static_cast<size_t>(i * n) * es,
+                static_cast<const char*>(full.data()) + static_cast<size_t>(i * cols + r * n) * es,
+                static_cast<size_t>(n) * es);
+  return out;
+}
+
+// Which dimension of a pair's tensor is split (-1: whole): B's rows for column-parallel targets, A's columns for
+// row-parallel ones.
+int split_dim(LoraTarget t, bool is_a) {
+  const bool column = lora_split(t) == LoraSplit::Column;
+  if (is_a) return column ? -1 : 1;
+  return column ? 0 : -1;
+}
+
+}  // namespace
+
+LoraAdapters LoraAdapters::shard(const ModelConfig& local, Device device) const {
+  if (local.tp_size == 1) return to(device);
+  LoraAdapters a;
+  a.cfg_ = cfg_;
+  a.layers_.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); l++)
+    for (int ti = 0; ti < kLoraTargets; ti++) {
+      const LoraPair& p = layers_[l][static_cast<size_t>(ti)];
+      if (!p.defined()) continue;
+      auto [in, out] = lora_target_shape(local, static_cast<LoraTarget>(ti));
+      LoraPair& q = a.layers_[l][static_cast<size_t>(ti)];
+      q.A = Tensor::empty({cfg_.rank, in}, p.A.dtype(), device);
+      q.B = Tensor::empty({out, cfg_.rank}, p.B.dtype(), device);
+    }
+  a.allocate_gradients(device, grad_buffer_.dtype());
+  a.load_shard_values(*this, local);
+  return a;
+}
+
+void LoraAdapters::load_shard_values(const LoraAdapters& full, const ModelConfig& local) {
+  for (size_t l = 0; l < layers_.size(); l++)
+    for (int ti = 0; ti < kLoraTargets; ti++) {
+      LoraPair& q = layers_[l][static_cast<size_t>(ti)];
+      if (!q.defined()) continue;
+      const LoraPair& p = full.layers_[l][static_cast<size_t>(ti)];
+      const LoraTarget t = static_cast<LoraTarget>(ti);
+      for (bool is_a : {true, false}) {
+        Tensor& dst = is_a ? q.A : q.B;
+        const Tensor& src = is_a ? p.A : p.B;
+        const int dim = split_dim(t, is_a);
+        if (dim < 0 || local.tp_size == 1) {
+          copy(dst, src);
+          continue;
+        }
+        const Tensor host = src.device() == Device::CPU ? src : src.to(Device::CPU);
+        copy(dst, block_of(host, dim, local.tp_rank, dst.dim(dim)));
+      }
+    }
+}
+
+void LoraAdapters::assemble_gradients(const Tensor& gathered, const ModelConfig& local) {
+  const int64_t tp = local.tp_size;
+  LIGER_CHECK(gathered.device() == Device::CPU && gathered.ndim() == 2 && gathered.dim(0) == tp,
+              "assemble_gradients: gathered must be a host (tp, G) tensor, got %s", gathered.str().c_str());
+  LIGER_CHECK(gathered.dtype() == grad_buffer_.dtype(), "assemble_gradients: dtype %s, the gradients are %s",
+              dtype_name(gathered.dtype()), dtype_name(grad_buffer_.dtype()));
+  const int64_t G = gathered.dim(1);
+  const size_t es = dtype_size(gathered.dtype());
+  const char* base = static_cast<const char*>(gathered.data());
+  int64_t off = 0;  // offset of the current tensor in one rank's shard buffer
+  for (size_t l = 0; l < layers_.size(); l++)
+    for (int ti = 0; ti < kLoraTargets; ti++) {
+      LoraPair& p = layers_[l][static_cast<size_t>(ti)];
+      if (!p.defined()) continue;
+      const LoraTarget t = static_cast<LoraTarget>(ti);
+      for (bool is_a : {true, false}) {
+        Tensor g = is_a ? p.dA : p.dB;  // full shape
+        const int dim = tp == 1 ? -1 : split_dim(t, is_a);
+        const int64_t n = dim < 0 ? g.numel() : g.numel() / tp;  // elements of this tensor in one shard
+        Tensor host = g.device() == Device::CPU ? g : Tensor::empty(g.shape(), g.dtype(), Device::CPU);
+        char* out = static_cast<char*>(host.data());
+        if (dim < 0) {  // whole on every rank: the partial sums, added in rank order
+          std::memcpy(out, base + static_cast<size_t>(off) * es, static_cast<size_t>(n) * es);
+          for (int64_t r = 1; r < tp; r++) {
+            const char* src = base + static_cast<size_t>(r * G + off) * es;
+            if (g.dtype() == DType::F64)
+              for (int64_t i = 0; i < n; i++)
+                reinterpret_cast<double*>(out)[i] += reinterpret_cast<const double*>(src)[i];
+            else
+              for (int64_t i = 0; i < n; i++)
+                reinterpret_cast<float*>(out)[i] += reinterpret_cast<const float*>(src)[i];
+          }
+        } else if (dim == 0) {  // rank r's rows come r-th
+          for (int64_t r = 0; r < tp; r++)
+            std::memcpy(out + static_cast<size_t>(r * n) * es, base + static_cast<size_t>(r * G + off) * es,
+                        static_cast<size_t>(n) * es);
+        } else {  // rank r's columns [r * cn, (r + 1) * cn) of every row
+          const int64_t rows = g.dim(0), cols = g.dim(1), cn = cols / tp;
+          for (int64_t r = 0; r < tp; r++)
+            for (int64_t i = 0; i < rows; i++)
+              std::memcpy(out + static_cast<size_t>(i * cols + r * cn) * es,
+                          base + static_cast<size_t>(r * G + off + i * cn) * es, static_cast<size_t>(cn) * es);
+        }
+        if (host.data() != g.data()) copy(g, host);
+        off += n;
+      }
+    }
+  LIGER_CHECK(off == G, "assemble_gradients: the shards hold %lld gradient values, the layout %lld",
+              static_cast<long long>(G), static_cast<long long>(off));
 }
 
 int64_t LoraAdapters::n_params() const {

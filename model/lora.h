@@ -35,6 +35,13 @@ struct LoraConfig {
   void validate() const;
 };
 
+// How a target's adapter splits over a tensor-parallel group, following its base weight (DESIGN.md §5):
+//   Column (q, k, v, gate, up: the base weight's output rows are split): A (R, in) whole on every rank, B (out, R)
+//     split by rows; dA is a partial sum on each rank (a sum over the group gives it);
+//   Row (o, down: the base weight's input columns are split): A split by columns, B whole; dB is a partial sum.
+enum class LoraSplit { Column, Row };
+LoraSplit lora_split(LoraTarget t);
+
 struct LoraPair {
   Tensor A, B;    // (R, in), (out, R) f32 (f64 in gradient checks)
   Tensor dA, dB;  // gradients, same shapes
@@ -48,6 +55,15 @@ class LoraAdapters {
   static LoraAdapters init(const ModelConfig& cfg, const LoraConfig& lc, Device device, DType dtype = DType::F32);
   // A copy on `device` (values copied, gradients zero), with the same parameter order.
   LoraAdapters to(Device device) const;
+  // This rank's block of these (full, tp = 1) adapters for the tensor-parallel slice `local` of the model config
+  // (local.tp_size, local.tp_rank; LoraSplit above), on `device`, gradients zero. With tp_size 1: a copy (to()).
+  LoraAdapters shard(const ModelConfig& local, Device device) const;
+  // Copies the values of `full` (tp = 1 adapters, any device) into this shard of them (made by full.shard(local, ..)).
+  void load_shard_values(const LoraAdapters& full, const ModelConfig& local);
+  // Sets the gradients of these full adapters from the gradient buffers of every rank of a tensor-parallel group:
+  // gathered (tp, G) holds rank r's grad_buffer() (G elements, the shard layout of `local`) in row r. Split tensors
+  // are put together; the partial sums of whole tensors are added in rank order (the same bits on every rank).
+  void assemble_gradients(const Tensor& gathered, const ModelConfig& local);
   // Reads a PEFT adapter directory; errors name the file and the tensor whose shape does not fit the model.
   static LoraAdapters load(const std::string& dir, const ModelConfig& cfg, Device device);
   // Writes adapter_model.safetensors and adapter_config.json into `dir` (created if needed).
@@ -66,6 +82,10 @@ class LoraAdapters {
   std::vector<std::pair<std::string, Tensor>> gradients() const;
   void zero_grad();
   int64_t n_params() const;
+  // Every gradient in one contiguous buffer (dA, dB of each pair are views into it), in gradients() order: the
+  // all-reduce buffer of data parallelism. layer_grad_range(l): [offset, count) of layer l's gradients in it.
+  const Tensor& grad_buffer() const { return grad_buffer_; }
+  std::pair<int64_t, int64_t> layer_grad_range(int64_t layer) const;
 
   // y (N, out) += scale * (x A^T) B^T, for x (N, in).
   void forward(Context& ctx, int64_t layer, LoraTarget t, Tensor y, const Tensor& x) const;
@@ -78,8 +98,12 @@ class LoraAdapters {
   void merge(const std::function<Tensor(int64_t, LoraTarget)>& weight, double sign) const;
 
  private:
+  // Allocates grad_buffer_ and points every pair's dA, dB into it (zeros), in parameter order.
+  void allocate_gradients(Device device, DType dtype);
+
   LoraConfig cfg_;
   std::vector<std::array<LoraPair, kLoraTargets>> layers_;
+  Tensor grad_buffer_;  // (sum of every parameter's numel) f32 (f64 for checks)
 };
 
 // Input and output widths of a target's projection for this config.

@@ -64,6 +64,8 @@ struct Runner {
   Tensor positions;  // (N) i32
   float eps;
   float scale;
+  bool tp;       // tensor parallel: this rank holds a slice of the heads, the MLP width and the vocabulary
+  bool tp_root;  // the rank that adds the replicated residual and biases before a row-parallel sum (rank 0)
 
   // Documents packed in the sequence: (start, length) of each; one segment covering everything when not given.
   std::vector<std::pair<int64_t, int64_t>> segments;
@@ -79,7 +81,9 @@ struct Runner {
         HKV(c.local_kv_heads()),
         HS(c.head_dim),
         eps(static_cast<float>(c.rms_eps)),
-        scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))) {
+        scale(1.0f / std::sqrt(static_cast<float>(c.head_dim))),
+        tp(m.tensor_parallel()),
+        tp_root(!tp || m.tp()->rank() == 0) {
     std::vector<int32_t> starts = doc_starts && !doc_starts->empty() ? *doc_starts : std::vector<int32_t>{0};
     LIGER_CHECK(starts[0] == 0 && std::is_sorted(starts.begin(), starts.end()) && starts.back() < T,
                 "train_step: document starts must begin with 0, increase and stay below T = %lld",
@@ -113,7 +117,12 @@ struct Runner {
   Tensor forward(const Tensor& ids, const LoraAdapters* lora, std::vector<Saved>* saved) {
     const ModelWeights& w = model.weights();
     Tensor x = act(c.d_model);
-    ops::embedding(ctx, x, ids.to(model.device()).view({N}), w.embed);
+    if (tp) {
+      ops::embedding_shard(ctx, x, ids.to(model.device()).view({N}), w.embed, c.vocab_start());
+      model.tp_all_reduce(x);
+    } else {
+      ops::embedding(ctx, x, ids.to(model.device()).view({N}), w.embed);
+    }
     for (int64_t l = 0; l < c.n_layers; l++) {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
       Saved s;
@@ -149,7 +158,10 @@ struct Runner {
         }
       }
       prof.emplace(ctx, "fwd o + MLP (+LoRA)");
-      project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias ? &L.bo : nullptr, /*accumulate=*/true);
+      // Row-parallel W_O (and its LoRA, A split by columns): partial products summed over the group; rank 0 adds the
+      // residual and the bias (model/llama.cpp).
+      project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias && tp_root ? &L.bo : nullptr, tp_root);
+      model.tp_all_reduce(x);
       s.x_mid = clone(x);
       s.xn2 = act(c.d_model);
       ops::rmsnorm(ctx, s.xn2, x, L.mlp_norm, eps);
@@ -157,14 +169,16 @@ struct Runner {
       project(ctx, lora, l, LoraTarget::Gate, s.gate, s.xn2, L.w_gate, nullptr);
       project(ctx, lora, l, LoraTarget::Up, s.up, s.xn2, L.w_up, nullptr);
       ops::swiglu(ctx, s.act, s.gate, s.up);
-      project(ctx, lora, l, LoraTarget::Down, x, s.act, L.w_down, nullptr, /*accumulate=*/true);
+      project(ctx, lora, l, LoraTarget::Down, x, s.act, L.w_down, nullptr, tp_root);
+      model.tp_all_reduce(x);
       if (saved) saved->push_back(std::move(s));
     }
     return x;
   }
 
   // dx: the gradient of the final residual stream (N, D); walks the layers back, accumulating LoRA gradients.
-  void backward(Tensor dx, LoraAdapters& lora, const std::vector<Saved>& saved) {
+  void backward(Tensor dx, LoraAdapters& lora, const std::vector<Saved>& saved,
+                const std::function<void(int64_t)>& after_layer) {
     const ModelWeights& w = model.weights();
     for (int64_t l = c.n_layers - 1; l >= 0; l--) {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
@@ -177,6 +191,7 @@ struct Runner {
       Tensor dxn2 = act(c.d_model);
       project_backward(ctx, &lora, l, LoraTarget::Gate, dxn2, dgate, s.xn2, L.w_gate, false);
       project_backward(ctx, &lora, l, LoraTarget::Up, dxn2, dup, s.xn2, L.w_up, true);
+      model.tp_all_reduce(dxn2);  // column-parallel gate/up: each rank's input gradient is a partial sum
       ops::rmsnorm_backward(ctx, dx, dxn2, s.x_mid, L.mlp_norm, eps);  // dx: now d x_mid
       // Attention block: x_mid = x_in + o_proj(att).
       Tensor datt = act(c.q_dim());
@@ -213,7 +228,9 @@ struct Runner {
       project_backward(ctx, &lora, l, LoraTarget::Q, dxn1, dq, s.xn1, L.wq, false);
       project_backward(ctx, &lora, l, LoraTarget::K, dxn1, dk, s.xn1, L.wk, true);
       project_backward(ctx, &lora, l, LoraTarget::V, dxn1, dv, s.xn1, L.wv, true);
+      model.tp_all_reduce(dxn1);  // column-parallel q/k/v
       ops::rmsnorm_backward(ctx, dx, dxn1, s.x_in, L.attn_norm, eps);  // dx: now d x_in
+      if (after_layer) after_layer(l);
     }
   }
 };
@@ -234,6 +251,21 @@ Tensor make_losses(const Runner& r) {
   return Tensor::empty({r.N}, r.ctx.is_cuda() ? DType::F32 : r.model.dtype(), r.model.device());
 }
 
+// The fused LM head + cross-entropy; vocab-parallel under tensor parallelism (no rank holds whole rows of logits).
+void lm_head_loss(LlamaModel& model, Tensor losses, Tensor dh, const Tensor& hn, const Tensor& targets,
+                  float grad_scale) {
+  const ModelConfig& c = model.config();
+  if (!model.tensor_parallel()) {
+    ops::lm_head_cross_entropy(model.context(), losses, dh, hn, model.weights().lm_head, targets, grad_scale);
+    return;
+  }
+  dist::Communicator* tp = model.tp();
+  ops::vocab_parallel_cross_entropy(model.context(), losses, dh, hn, model.weights().lm_head, targets, c.vocab_start(),
+                                    c.vocab_valid(), grad_scale, [tp](Tensor t, bool is_max) {
+                                      tp->all_reduce(t, is_max ? dist::ReduceOp::Max : dist::ReduceOp::Sum);
+                                    });
+}
+
 StepStats sum_losses(const Tensor& device_losses, const Tensor& targets) {
   const Tensor losses = device_losses.to(Device::CPU);
   StepStats st;
@@ -251,7 +283,7 @@ StepStats sum_losses(const Tensor& device_losses, const Tensor& targets) {
 }  // namespace
 
 StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets, float grad_scale,
-                     const std::vector<int32_t>* doc_starts) {
+                     const std::vector<int32_t>* doc_starts, const std::function<void(int64_t)>& after_layer) {
   check_batch(model, ids, targets);
   const ModelConfig& c = model.config();
   Runner r(model, ids.dim(0), ids.dim(1), doc_starts);
@@ -262,12 +294,11 @@ StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, c
   Tensor losses = make_losses(r);
   std::optional<ProfileScope> prof(std::in_place, r.ctx, "LM head + cross-entropy (fwd+bwd)");
   Tensor dh = r.act(c.d_model);
-  ops::lm_head_cross_entropy(r.ctx, losses, dh, hn, model.weights().lm_head, targets.view({r.N}).to(model.device()),
-                             grad_scale);
+  lm_head_loss(model, losses, dh, hn, targets.view({r.N}).to(model.device()), grad_scale);
   prof.reset();
   Tensor dx = r.zeros(c.d_model);
   ops::rmsnorm_backward(r.ctx, dx, dh, x, model.weights().final_norm, r.eps);
-  r.backward(dx, lora, saved);
+  r.backward(dx, lora, saved, after_layer);
   return sum_losses(losses, targets);
 }
 
@@ -280,8 +311,7 @@ StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& i
   Tensor hn = r.act(c.d_model);
   ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);
   Tensor losses = make_losses(r);
-  ops::lm_head_cross_entropy(r.ctx, losses, Tensor(), hn, model.weights().lm_head,
-                             targets.view({r.N}).to(model.device()), 0.0f);
+  lm_head_loss(model, losses, Tensor(), hn, targets.view({r.N}).to(model.device()), 0.0f);
   return sum_losses(losses, targets);
 }
 

@@ -5,6 +5,7 @@
 // fp32 adapters whose gradients accumulate in fp32 (the adapters must live on the model's device).
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "model/llama.h"
@@ -23,8 +24,11 @@ struct StepStats {
 // doc_starts (optional; B = 1): positions where a packed document begins (starting with 0). Every document then runs
 // as if alone: its positions restart at 0, its attention window and recurrent state do not reach back into the
 // previous document (document-aware packing, data/dataset.h). Without it, the sequence is one stream.
+// after_layer (optional) is called with l once the backward of layer l has queued the last write to layer l's LoRA
+// gradients (layers go L-1 .. 0): the data-parallel sum of that bucket can start (train/adapter_sync.h).
 StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets,
-                     float grad_scale, const std::vector<int32_t>* doc_starts = nullptr);
+                     float grad_scale, const std::vector<int32_t>* doc_starts = nullptr,
+                     const std::function<void(int64_t layer)>& after_layer = {});
 
 // The summed loss with the adapters applied (lora may be null), no gradients (evaluation).
 StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets,

@@ -8,6 +8,18 @@ namespace liger {
 
 namespace po = boost::program_options;
 
+po::options_description dist_options(dist::DistConfig& dc) {
+  po::options_description d("distributed (under mpirun or srun)");
+  d.add_options()("tp", po::value(&dc.tp)->default_value(1), "tensor-parallel size (divides heads, KV heads, MLP width)")(
+      "dp", po::value(&dc.dp)->default_value(0), "data-parallel size (0: world size / tp; given: must match)")(
+      "dist-backend", po::value(&dc.backend)->default_value("auto"),
+      "auto (nccl on cuda, mpi on cpu, local alone) | mpi | nccl | local")(
+      "rendezvous", po::value(&dc.rendezvous)->default_value(""),
+      "NCCL unique-id exchange without MPI: tcp:HOST:PORT (rank 0 listens) or file:PATH (shared filesystem)")(
+      "rendezvous-timeout", po::value(&dc.rendezvous_timeout_s)->default_value(300.0), "seconds to wait for it");
+  return d;
+}
+
 po::options_description train_options(TrainConfig& cfg, std::string* targets, std::string* schedule) {
   po::options_description run("run"), lora("LoRA"), optim("optimizer"), data("data");
   run.add_options()("model", po::value(&cfg.model), "model directory (HF or Liger)")(
@@ -16,7 +28,11 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
       "dtype", po::value(&cfg.dtype)->default_value(""),
       "activations and frozen weights: f32 (cpu default) or bf16 (cuda default); the adapters stay fp32")(
       "micro-batch", po::value(&cfg.micro_batch)->default_value(1), "sequences per micro-step")(
-      "grad-accum", po::value(&cfg.grad_accum)->default_value(8), "micro-steps per optimizer step")(
+      "grad-accum", po::value(&cfg.grad_accum)->default_value(8), "micro-steps per optimizer step and rank")(
+      "global-batch", po::value(&cfg.global_batch)->default_value(0),
+      "sequences per optimizer step over all ranks (sets grad-accum; 0: micro-batch x grad-accum x dp)")(
+      "deterministic", po::value(&cfg.deterministic)->default_value(false)->implicit_value(true),
+      "sum micro-batch gradients in global sample order: bitwise the same for any dp")(
       "epochs", po::value(&cfg.epochs)->default_value(2), "passes over the training chunks")(
       "max-steps", po::value(&cfg.max_steps)->default_value(0), "stop after N optimizer steps (0: epochs decide)")(
       "log-every", po::value(&cfg.log_every)->default_value(1), "metrics every N steps")(
@@ -52,7 +68,7 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
       "data-seed", po::value(&cfg.data.seed)->default_value(0), "seed of the split and the order")(
       "strict", po::value(&cfg.data.strict)->default_value(false), "true: a bad record is an error");
   po::options_description all;
-  all.add(run).add(lora).add(optim).add(data);
+  all.add(run).add(lora).add(optim).add(data).add(dist_options(cfg.dist));
   return all;
 }
 

@@ -13,6 +13,9 @@ namespace liger {
 // parsed after (finish_train_config).
 boost::program_options::options_description train_options(TrainConfig& cfg, std::string* targets,
                                                           std::string* schedule);
+// The `dist` group (--tp, --dp, --dist-backend, --rendezvous, --rendezvous-timeout), shared by train, bench, generate
+// and eval.
+boost::program_options::options_description dist_options(dist::DistConfig& dc);
 void finish_train_config(TrainConfig& cfg, const std::string& targets, const std::string& schedule);
 // Adds the keys of a config file to vm (values already there, from the command line, win). Unknown keys and bad
 // values are Errors naming the file.

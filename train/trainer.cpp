@@ -13,6 +13,7 @@
 #include "data/tokenizer.h"
 #include "model/llama.h"
 #include "model/train_step.h"
+#include "train/adapter_sync.h"
 #include "train/checkpoint.h"
 
 namespace liger {
@@ -31,12 +32,14 @@ void TrainConfig::validate() const {
   LIGER_CHECK(max_steps >= 0 && log_every >= 1 && eval_every >= 0 && eval_chunks >= 0 && save_every >= 0,
               "--max-steps, --eval-every, --eval-chunks, --save-every must be >= 0 and --log-every >= 1");
   LIGER_CHECK(keep_last >= 1, "--keep-last must be >= 1");
+  LIGER_CHECK(global_batch >= 0, "--global-batch must be >= 0 (0: micro_batch x grad_accum x dp)");
+  dist.validate();
   lora.validate();
   optim.validate();
   data.validate();
 }
 
-Json TrainConfig::to_json() const {
+Json TrainConfig::to_json(int64_t global) const {
   Json targets = Json::array();
   for (LoraTarget t : lora.targets) targets.push_back(lora_target_module(t));
   return {{"model", model},
@@ -62,8 +65,7 @@ Json TrainConfig::to_json() const {
             {"validation_count", data.validation_count},
             {"seed", data.seed},
             {"strict", data.strict}}},
-          {"micro_batch", micro_batch},
-          {"grad_accum", grad_accum},
+          {"global_batch", global},
           {"epochs", epochs}};
 }
 
@@ -86,17 +88,29 @@ Batch make_batch(const Chunk& c) {
   return b;
 }
 
-double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLoader& data, int64_t limit) {
+// Mean validation loss: chunk i is evaluated by dp rank i % dp (the whole tp group together); the per-chunk sums are
+// gathered and added in chunk order, so the figure does not depend on the layout beyond rounding inside the model.
+double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLoader& data, int64_t limit,
+                       dist::Runtime& rt) {
   const int64_t n = limit > 0 ? std::min(limit, data.num_validation_chunks()) : data.num_validation_chunks();
-  double sum = 0.0;
-  int64_t tokens = 0;
-  for (int64_t i = 0; i < n; i++) {
+  const int64_t dp = rt.dp(), per = (n + dp - 1) / dp;
+  std::vector<double> mine(static_cast<size_t>(2 * per), 0.0);  // (sum, tokens) of chunks dp_rank, dp_rank + dp, ...
+  for (int64_t k = 0; k < per; k++) {
+    const int64_t i = k * dp + rt.dp_rank();
+    if (i >= n) break;
     Batch b = make_batch(data.validation_chunk(i));
     StepStats s = eval_step(model, &lora, b.ids, b.targets, &b.doc_starts);
-    sum += s.loss_sum;
-    tokens += s.tokens;
+    mine[static_cast<size_t>(2 * k)] = s.loss_sum;
+    mine[static_cast<size_t>(2 * k + 1)] = static_cast<double>(s.tokens);
   }
-  return tokens ? sum / static_cast<double>(tokens) : NAN;
+  const std::vector<double> all = rt.dp_comm().all_gather_values(mine);  // rank d's block d
+  double sum = 0.0, tokens = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    const size_t at = static_cast<size_t>((i % dp) * 2 * per + 2 * (i / dp));
+    sum += all[at];
+    tokens += all[at + 1];
+  }
+  return tokens > 0 ? sum / tokens : NAN;
 }
 
 void append_jsonl(const std::string& path, const Json& j) {
@@ -112,163 +126,233 @@ std::string fmt_duration(double s) {
                    : strfmt("%lldm%02llds", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
 }
 
-void copy_pairs(const std::vector<std::pair<std::string, Tensor>>& dst,
-                const std::vector<std::pair<std::string, Tensor>>& src) {
-  for (size_t i = 0; i < dst.size(); i++) copy(dst[i].second, src[i].second);
-}
-
 }  // namespace
-
-void copy_adapter_values(LoraAdapters& dst, const LoraAdapters& src) {
-  copy_pairs(dst.parameters(), src.parameters());
-}
-
-AdamWStepStats adapter_step(AdamW& opt, LoraAdapters& host, LoraAdapters* device) {
-  if (device) copy_pairs(host.gradients(), device->gradients());
-  std::vector<Tensor> grads;
-  for (auto& [name, g] : host.gradients()) grads.push_back(g);
-  AdamWStepStats st = opt.step(grads);
-  if (device) copy_adapter_values(*device, host);
-  return st;
-}
 
 TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   cfg.validate();
-  fs::create_directories(cfg.out);
-  const Json settings = cfg.to_json();
-  const std::string config_hash = sha256_hex(settings.dump());
-
   const bool gpu = cfg.device == "cuda";
-  Context ctx = gpu ? Context::cuda(0) : Context::cpu();
-  const DType dtype = cfg.dtype == "bf16" || (cfg.dtype.empty() && gpu) ? DType::BF16 : DType::F32;
-  auto model = LlamaModel::load(cfg.model, ctx, dtype);
-  auto tok = load_tokenizer(cfg.model);
-  DataLoader data(cfg.data, *tok);
-  // The adapters' master copy lives on the host (the optimizer and the checkpoints work on it, identically on both
-  // devices); on the GPU the steps run on a device copy whose fp32 gradients come back once per optimizer step (a few
-  // MB for an 8B model's q, k, v adapters) and whose values are refreshed after it.
-  LoraAdapters lora = LoraAdapters::init(model->config(), cfg.lora, Device::CPU);
-  LoraAdapters device_lora;
-  if (gpu) device_lora = lora.to(Device::CUDA);
-  LoraAdapters& work = gpu ? device_lora : lora;
-  AdamW opt(cfg.optim, lora.parameters());
+  // The job: rank discovery first, then the GPU of this rank's local rank, then the grid and its communicators.
+  const dist::WorldInfo world = dist::discover_world();
+  int cuda_device = 0;
+  if (gpu && world.size > 1 && cuda_device_count() > 0) cuda_device = dist::cuda_device_for(world, cuda_device_count());
+  Context ctx = gpu ? Context::cuda(cuda_device) : Context::cpu();
+  std::unique_ptr<dist::Runtime> rt = dist::Runtime::create(cfg.dist, ctx.device(), ctx.stream());
+  const bool root = rt->is_root();
 
-  const int64_t per_step = cfg.micro_batch * cfg.grad_accum;
-  const int64_t nc = data.num_chunks();
-  int64_t total = cfg.epochs * nc / per_step;
-  if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
-  LIGER_CHECK(total > 0,
-              "%s: %lld training chunks of %lld tokens make no step of %lld sequences (micro_batch x "
-              "grad_accum); use more data, a shorter --chunk-length or a smaller batch",
-              cfg.data.path.c_str(), static_cast<long long>(nc), static_cast<long long>(cfg.data.chunk_length),
-              static_cast<long long>(per_step));
-
-  // Resume: the adapters, the optimizer (moments and step count) and the trainer state of a complete checkpoint.
-  int64_t start = 0;
-  if (!cfg.resume.empty()) {
-    std::string dir = cfg.resume;
-    if (cfg.resume == "auto") {
-      auto latest = find_latest_complete(cfg.out);
-      dir = latest ? latest->dir : "";
+  // Batch layout: global = micro_batch x grad_accum x dp.
+  int64_t grad_accum = cfg.grad_accum;
+  if (cfg.global_batch > 0) {
+    const int64_t per = cfg.micro_batch * rt->dp();
+    if (cfg.global_batch % per != 0) {
+      if (root)
+        std::fprintf(stderr,
+                     "liger: error: --global-batch %lld is not a multiple of micro_batch x dp = %lld x %d: choose a "
+                     "global batch that micro-batches of %lld sequences on %d data-parallel ranks divide\n",
+                     static_cast<long long>(cfg.global_batch), static_cast<long long>(cfg.micro_batch), rt->dp(),
+                     static_cast<long long>(cfg.micro_batch), rt->dp());
+      throw dist::QuietError();
     }
-    if (!dir.empty()) {
-      int64_t step = 0;
-      CheckpointData ck = read_checkpoint(dir, &step);
-      LIGER_CHECK(ck.json.count("trainer_state"), "%s: no trainer_state.json", dir.c_str());
-      const Json& ts = ck.json.at("trainer_state");
-      const std::string theirs = json_string(ts, "config_hash", dir + "/trainer_state.json");
-      LIGER_CHECK(theirs == config_hash,
-                  "%s: the checkpoint was written with other settings (model, adapters, optimizer, data or batch); "
-                  "resume with the run's own settings (%s/config.json)",
-                  dir.c_str(), cfg.out.c_str());
-      lora.load_parameters(ck.tensors.at("adapter_model").tensors, dir + "/adapter_model.safetensors");
-      opt.import_state(ck.tensors.at("optimizer").tensors, dir + "/optimizer.safetensors");
-      if (gpu) copy_adapter_values(device_lora, lora);
-      start = step;
-      LOG_INFO("resumed from %s at step %lld", dir.c_str(), static_cast<long long>(start));
-    } else {
-      LOG_INFO("--resume auto: no complete checkpoint in %s, starting fresh", cfg.out.c_str());
-    }
-  } else {
-    LIGER_CHECK(list_checkpoints(cfg.out).empty(),
-                "%s: the run directory already holds checkpoints; pass --resume auto to continue it, or another --out",
-                cfg.out.c_str());
+    grad_accum = cfg.global_batch / per;
   }
-  {
+  const int64_t per_rank = cfg.micro_batch * grad_accum;  // sequences of one rank per optimizer step
+  const int64_t per_step = per_rank * rt->dp();            // the global batch
+  const Json settings = cfg.to_json(per_step);
+  const std::string config_hash = sha256_hex(settings.dump());
+  const DType dtype = cfg.dtype == "bf16" || (cfg.dtype.empty() && gpu) ? DType::BF16 : DType::F32;
+
+  // Setup that any rank may fail (files, data, shapes): agreed on, so an error is one line and no rank hangs.
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<DataLoader> data;
+  LoraAdapters lora;
+  std::unique_ptr<AdamW> opt;
+  int64_t total = 0, start = 0;
+  std::string resume_dir;
+  int64_t latest_step = -1;
+  dist::agree(rt->world(), [&] {
+    if (root) fs::create_directories(cfg.out);
+    model = LlamaModel::load(cfg.model, ctx, dtype, rt->tp() > 1 ? &rt->tp_comm() : nullptr);
+    tok = load_tokenizer(cfg.model);
+    data = std::make_unique<DataLoader>(cfg.data, *tok);
+    // The master adapters: full (tp = 1) shapes, on the host, the same on every rank.
+    ModelConfig full = model->config();
+    full.set_tensor_parallel(1, 0);
+    lora = LoraAdapters::init(full, cfg.lora, Device::CPU);
+    opt = std::make_unique<AdamW>(cfg.optim, lora.parameters());
+    const int64_t nc = data->num_chunks();
+    total = cfg.epochs * nc / per_step;
+    if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
+    LIGER_CHECK(total > 0,
+                "%s: %lld training chunks of %lld tokens make no step of %lld sequences (micro_batch x grad_accum x "
+                "dp); use more data, a shorter --chunk-length or a smaller batch",
+                cfg.data.path.c_str(), static_cast<long long>(nc), static_cast<long long>(cfg.data.chunk_length),
+                static_cast<long long>(per_step));
+    if (cfg.resume.empty()) {
+      LIGER_CHECK(list_checkpoints(cfg.out).empty(),
+                  "%s: the run directory already holds checkpoints; pass --resume auto to continue it, or another --out",
+                  cfg.out.c_str());
+    } else if (cfg.resume == "auto") {
+      if (root) {  // rank 0 looks; its choice is everyone's (a shared run directory, read by every rank)
+        auto latest = find_latest_complete(cfg.out);
+        latest_step = latest ? latest->step : -1;
+      }
+    } else {
+      resume_dir = cfg.resume;
+    }
+  });
+  if (cfg.resume == "auto") {
+    const int64_t chosen = rt->world().all_reduce_value(latest_step, dist::ReduceOp::Max);
+    resume_dir = chosen >= 0 ? checkpoint_dir(cfg.out, chosen) : "";
+  }
+  // Resume: the adapters, the optimizer (moments and step count) and the trainer state of a complete checkpoint.
+  dist::agree(rt->world(), [&] {
+    if (resume_dir.empty()) {
+      if (cfg.resume == "auto") LOG_INFO("--resume auto: no complete checkpoint in %s, starting fresh", cfg.out.c_str());
+      return;
+    }
+    int64_t step = 0;
+    CheckpointData ck = read_checkpoint(resume_dir, &step);
+    LIGER_CHECK(ck.json.count("trainer_state"), "%s: no trainer_state.json", resume_dir.c_str());
+    const Json& ts = ck.json.at("trainer_state");
+    const std::string ts_path = resume_dir + "/trainer_state.json";
+    if (json_has(ts, "global_batch")) {
+      const int64_t theirs = json_int(ts, "global_batch", ts_path);
+      LIGER_CHECK(theirs == per_step,
+                  "%s: the checkpoint was trained with a global batch of %lld sequences, this run has %lld "
+                  "(micro_batch %lld x grad_accum %lld x dp %d); pass --global-batch %lld to resume it on this layout",
+                  resume_dir.c_str(), static_cast<long long>(theirs), static_cast<long long>(per_step),
+                  static_cast<long long>(cfg.micro_batch), static_cast<long long>(grad_accum), rt->dp(),
+                  static_cast<long long>(theirs));
+    }
+    const std::string theirs = json_string(ts, "config_hash", ts_path);
+    LIGER_CHECK(theirs == config_hash,
+                "%s: the checkpoint was written with other settings (model, adapters, optimizer, data or batch); "
+                "resume with the run's own settings (%s/config.json)",
+                resume_dir.c_str(), cfg.out.c_str());
+    const int64_t consumed = json_has(ts, "samples_consumed") ? json_int(ts, "samples_consumed", ts_path) : step * per_step;
+    LIGER_CHECK(consumed == step * per_step, "%s: %lld samples consumed at step %lld do not match a global batch of %lld",
+                ts_path.c_str(), static_cast<long long>(consumed), static_cast<long long>(step),
+                static_cast<long long>(per_step));
+    lora.load_parameters(ck.tensors.at("adapter_model").tensors, resume_dir + "/adapter_model.safetensors");
+    opt->import_state(ck.tensors.at("optimizer").tensors, resume_dir + "/optimizer.safetensors");
+    start = step;
+    LOG_INFO("resumed from %s at step %lld (%lld samples consumed)", resume_dir.c_str(), static_cast<long long>(start),
+             static_cast<long long>(consumed));
+  });
+  AdapterSync sync(*rt, lora, model->config(), ctx);
+  LoraAdapters& work = sync.work();
+  if (root) {
     std::ofstream f(fs::path(cfg.out) / "config.json");
     f << settings.dump(2) << "\n";
   }
   const std::string metrics = (fs::path(cfg.out) / "metrics.jsonl").string();
+  const int64_t nc = data->num_chunks();
   LOG_INFO(
-      "train: %s on %s (%s); LoRA r=%lld on %zu targets (%lld parameters); %lld chunks x %lld tokens, %lld steps of "
-      "%lld sequences",
-      model->config().summary().c_str(), ctx.device_label(), dtype_name(dtype), static_cast<long long>(cfg.lora.rank),
-      cfg.lora.targets.size(), static_cast<long long>(lora.n_params()), static_cast<long long>(nc),
-      static_cast<long long>(cfg.data.chunk_length), static_cast<long long>(total), static_cast<long long>(per_step));
+      "train: %s on %s (%s); %s; LoRA r=%lld on %zu targets (%lld parameters); %lld chunks x %lld tokens, %lld steps "
+      "of %lld sequences (%lld per rank: micro-batch %lld x %lld accumulation)%s",
+      model->config().summary().c_str(), ctx.device_label(), dtype_name(dtype), rt->describe().c_str(),
+      static_cast<long long>(cfg.lora.rank), cfg.lora.targets.size(), static_cast<long long>(lora.n_params()),
+      static_cast<long long>(nc), static_cast<long long>(cfg.data.chunk_length), static_cast<long long>(total),
+      static_cast<long long>(per_step), static_cast<long long>(per_rank), static_cast<long long>(cfg.micro_batch),
+      static_cast<long long>(grad_accum), cfg.deterministic ? "; deterministic" : "");
 
   auto save = [&](int64_t step) {
+    if (!root) return std::string();
     CheckpointData ck;
     ck.tensors["adapter_model"] = TensorFile{lora.parameters(), {{"format", "pt"}}};
-    ck.tensors["optimizer"] = TensorFile{opt.export_state(), {}};
+    ck.tensors["optimizer"] = TensorFile{opt->export_state(), {}};
     ck.json["adapter_config"] = lora.adapter_config(cfg.model);
-    ck.json["trainer_state"] = {
-        {"step", step}, {"config_hash", config_hash}, {"settings", settings}, {"samples_consumed", step * per_step}};
+    ck.json["trainer_state"] = {{"step", step},
+                                {"config_hash", config_hash},
+                                {"settings", settings},
+                                {"samples_consumed", step * per_step},
+                                {"global_batch", per_step},
+                                {"layout", {{"dp", rt->dp()}, {"tp", rt->tp()}}}};
     const std::string dir = write_checkpoint(cfg.out, step, ck);
     prune_checkpoints(cfg.out, static_cast<int>(cfg.keep_last));
     return dir;
   };
 
   TrainResult res;
-  const bool tty = isatty(fileno(stderr));
+  const bool tty = root && isatty(fileno(stderr));
   Timer clock;
-  int64_t tokens_done = 0;
+  double tokens_done = 0;
   for (int64_t step = start; step < total; step++) {
     Timer st;
-    work.zero_grad();
-    double loss_sum = 0.0;
-    int64_t tokens = 0;
-    for (int64_t j = 0; j < per_step; j++) {
-      const int64_t g = step * per_step + j;  // global sample index: the order does not depend on how we run
-      Batch b = make_batch(data.chunk(g / nc, g % nc));
-      if (b.supervised == 0) continue;
-      const float scale = 1.0f / static_cast<float>(b.supervised * per_step);
-      StepStats s = train_step(*model, work, b.ids, b.targets, scale, &b.doc_starts);
-      loss_sum += s.loss_sum / static_cast<double>(s.tokens);
-      tokens += b.ids.numel();
+    sync.zero_grad();
+    std::vector<double> sample_loss;  // per micro-batch of this rank: its mean loss (deterministic mode)
+    double loss_sum = 0.0, tokens = 0.0;
+    for (int64_t j = 0; j < per_rank; j++) {
+      // Global sample index: the order does not depend on how the job is laid out.
+      const int64_t g = step * per_step + rt->dp_rank() * per_rank + j;
+      Batch b = make_batch(data->chunk(g / nc, g % nc));
+      const bool last = j == per_rank - 1;
+      if (b.supervised > 0) {
+        const float scale = 1.0f / static_cast<float>(b.supervised * per_step);
+        auto hook = [&](int64_t l) {
+          if (last && !cfg.deterministic) sync.layer_done(l);
+        };
+        StepStats s = train_step(*model, work, b.ids, b.targets, scale, &b.doc_starts, hook);
+        const double mean = s.loss_sum / static_cast<double>(s.tokens);
+        loss_sum += mean;
+        sample_loss.push_back(mean);
+        tokens += static_cast<double>(b.ids.numel());
+      } else {
+        sample_loss.push_back(0.0);
+      }
+      if (cfg.deterministic) sync.stash_micro_batch(b.supervised > 0);
     }
-    AdamWStepStats os = adapter_step(opt, lora, gpu ? &device_lora : nullptr);
-    const double loss = loss_sum / static_cast<double>(per_step);
+    double loss = 0.0;
+    if (cfg.deterministic) {
+      sync.reduce_stash();
+      const std::vector<double> all = rt->dp_comm().all_gather_values(sample_loss);
+      for (double l : all) loss += l;  // in global sample order
+      tokens = rt->dp_comm().all_reduce_value(tokens);
+    } else {
+      sync.finish_gradients();
+      const std::vector<double> both = rt->dp_comm().all_gather_values({loss_sum, tokens});
+      tokens = 0;
+      for (int d = 0; d < rt->dp(); d++) loss += both[static_cast<size_t>(2 * d)], tokens += both[2 * d + 1];
+    }
+    AdamWStepStats os = sync.step(*opt);
+    loss /= static_cast<double>(per_step);
     res.losses.push_back(loss);
     tokens_done += tokens;
     const int64_t done = step + 1;
-    if (done % cfg.log_every == 0 || done == total) {
+    if (root && (done % cfg.log_every == 0 || done == total)) {
       const double tps = tokens_done / std::max(clock.seconds(), 1e-9);
       const double eta = (total - done) * clock.seconds() / static_cast<double>(done - start);
       append_jsonl(metrics, {{"step", done},
                              {"loss", loss},
                              {"lr", os.lr},
                              {"grad_norm", os.grad_norm},
-                             {"tokens", tokens},
+                             {"tokens", static_cast<int64_t>(tokens)},
                              {"tokens_per_s", tps},
                              {"step_s", st.seconds()}});
       std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  eta %s%s", tty ? "\r" : "",
                    static_cast<long long>(done), static_cast<long long>(total), loss, os.lr, tps,
                    fmt_duration(eta).c_str(), tty ? "   " : "\n");
     }
-    if (cfg.eval_every > 0 && done % cfg.eval_every == 0 && data.num_validation_chunks() > 0) {
-      const double vl = validation_loss(*model, work, data, cfg.eval_chunks);
-      append_jsonl(metrics, {{"step", done}, {"val_loss", vl}});
-      std::fprintf(stderr, "%sstep %lld  validation loss %.4f\n", tty ? "\n" : "", static_cast<long long>(done), vl);
+    if (cfg.eval_every > 0 && done % cfg.eval_every == 0 && data->num_validation_chunks() > 0) {
+      const double vl = validation_loss(*model, work, *data, cfg.eval_chunks, *rt);
+      if (root) {
+        append_jsonl(metrics, {{"step", done}, {"val_loss", vl}});
+        std::fprintf(stderr, "%sstep %lld  validation loss %.4f\n", tty ? "\n" : "", static_cast<long long>(done), vl);
+      }
     }
     const bool stopping = stop_after > 0 && done - start >= stop_after;
-    if ((cfg.save_every > 0 && done % cfg.save_every == 0) || done == total || stopping)
-      res.last_checkpoint = save(done);
+    if ((cfg.save_every > 0 && done % cfg.save_every == 0) || done == total || stopping) {
+      res.last_checkpoint = root ? save(done) : checkpoint_dir(cfg.out, done);
+      rt->world().barrier();  // the checkpoint is complete before any rank goes on (or returns)
+    }
     res.steps = done;
     if (stopping) break;
   }
   if (tty) std::fputs("\n", stderr);
-  res.final_val_loss = data.num_validation_chunks() > 0 ? validation_loss(*model, work, data, cfg.eval_chunks) : NAN;
-  if (std::isfinite(res.final_val_loss)) append_jsonl(metrics, {{"step", res.steps}, {"val_loss", res.final_val_loss}});
+  res.final_val_loss =
+      data->num_validation_chunks() > 0 ? validation_loss(*model, work, *data, cfg.eval_chunks, *rt) : NAN;
+  if (root && std::isfinite(res.final_val_loss))
+    append_jsonl(metrics, {{"step", res.steps}, {"val_loss", res.final_val_loss}});
   return res;
 }
 

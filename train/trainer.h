@@ -9,6 +9,7 @@
 #include <string>
 
 #include "data/dataset.h"
+#include "dist/runtime.h"
 #include "model/lora.h"
 #include "train/optimizer.h"
 
@@ -23,7 +24,11 @@ struct TrainConfig {
   OptimConfig optim;           // AdamW and the schedule
   DataConfig data;             // dataset, template, packing, split
   int64_t micro_batch = 1;     // sequences per micro-step
-  int64_t grad_accum = 8;      // micro-steps per optimizer step (global batch = micro_batch * grad_accum)
+  int64_t grad_accum = 8;      // micro-steps per optimizer step and rank (global batch = micro_batch x grad_accum x dp)
+  int64_t global_batch = 0;    // sequences per optimizer step over all ranks; 0: micro_batch x grad_accum x dp. Given,
+                               // it sets grad_accum = global_batch / (micro_batch x dp), which must divide
+  dist::DistConfig dist;       // tp, dp, backend, rendezvous (launched by mpirun or srun: dist/runtime.h)
+  bool deterministic = false;  // micro-batch gradients summed in global sample order: bitwise the same for any dp
   int64_t epochs = 2;          // passes over the training chunks (the paper: 2)
   int64_t max_steps = 0;       // stop after this many optimizer steps (0: the epochs decide)
   int64_t log_every = 1;       // print and record metrics every N steps
@@ -35,7 +40,9 @@ struct TrainConfig {
                                // complete checkpoint of `out`; or a checkpoint directory
 
   void validate() const;
-  Json to_json() const;  // the resolved settings, saved in the run directory and hashed into checkpoints
+  // The resolved settings, saved in the run directory and hashed into checkpoints. The batch enters as the global
+  // batch (not micro_batch / grad_accum, which depend on dp), so a run resumes under any dp x tp layout.
+  Json to_json(int64_t global) const;
 };
 
 struct TrainResult {
@@ -45,15 +52,11 @@ struct TrainResult {
   std::string last_checkpoint;
 };
 
-// One optimizer step of the adapters as the trainer takes it: the master copy `host` (fp32, on the CPU) is what AdamW
-// updates and what checkpoints hold; `device` (the GPU working copy, or null on the CPU) hands its gradients to the
-// host first and takes the new values after.
-AdamWStepStats adapter_step(AdamW& opt, LoraAdapters& host, LoraAdapters* device);
-// Copies every parameter value of `src` into `dst` (the same adapters on another device).
-void copy_adapter_values(LoraAdapters& dst, const LoraAdapters& src);
-
 // Runs (or resumes) the training described by `cfg`; stops early after `stop_after` steps of this call when > 0
-// (used to simulate an interrupted run in tests), writing a checkpoint there.
+// (used to simulate an interrupted run in tests), writing a checkpoint there. Under mpirun / srun every rank calls
+// it: the grid comes from cfg.dist (dist/runtime.h); samples are addressed by global index (step x global batch + j,
+// rank d of dp taking j in [d n, d n + n), n = micro_batch x grad_accum), so the data order does not depend on dp.
+// Rank 0 alone prints progress, writes metrics, config.json and checkpoints; every rank returns the same result.
 TrainResult train(const TrainConfig& cfg, int64_t stop_after = 0);
 
 }  // namespace liger

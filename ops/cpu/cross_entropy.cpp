@@ -62,4 +62,112 @@ void lm_head_cross_entropy(Tensor losses, Tensor dh, const Tensor& h, const Tens
   });
 }
 
+namespace {
+
+template <class T>
+void shard_max_t(Tensor rowmax, const Tensor& logits, int64_t valid) {
+  const int64_t n = logits.dim(0), Vs = logits.dim(1);
+  for (int64_t r = 0; r < n; r++) {
+    const T* l = logits.ptr<T>() + r * Vs;
+    T m = -INFINITY;
+    for (int64_t c = 0; c < valid; c++) m = std::max(m, l[c]);
+    rowmax.ptr<T>()[r] = m;
+  }
+}
+
+template <class T>
+void shard_sums_t(Tensor sums, const Tensor& logits, const Tensor& rowmax, const Tensor& targets, int64_t v0,
+                  int64_t valid) {
+  const int64_t n = logits.dim(0), Vs = logits.dim(1);
+  for (int64_t r = 0; r < n; r++) {
+    const T* l = logits.ptr<T>() + r * Vs;
+    const T m = rowmax.ptr<T>()[r];
+    double s = 0.0;
+    for (int64_t c = 0; c < valid; c++) s += std::exp(static_cast<double>(l[c] - m));
+    const int64_t t = static_cast<int64_t>(targets.ptr<int32_t>()[r]) - v0;
+    sums.ptr<T>()[r] = static_cast<T>(s);
+    sums.ptr<T>()[n + r] = t >= 0 && t < valid ? l[t] - m : T(0);
+  }
+}
+
+template <class T>
+void shard_finish_t(Tensor losses, Tensor dlogits, const Tensor& logits, const Tensor& rowmax, const Tensor& sums,
+                    const Tensor& targets, int64_t v0, int64_t valid, float grad_scale) {
+  const int64_t n = logits.dim(0), Vs = logits.dim(1);
+  for (int64_t r = 0; r < n; r++) {
+    const int32_t tg = targets.ptr<int32_t>()[r];
+    const double lse = std::log(static_cast<double>(sums.ptr<T>()[r]));
+    losses.ptr<T>()[r] = tg == kIgnoreTarget ? T(0) : static_cast<T>(lse - static_cast<double>(sums.ptr<T>()[n + r]));
+    if (!dlogits.defined()) continue;
+    const T* l = logits.ptr<T>() + r * Vs;
+    T* d = dlogits.ptr<T>() + r * Vs;
+    const T m = rowmax.ptr<T>()[r];
+    const int64_t t = static_cast<int64_t>(tg) - v0;
+    for (int64_t c = 0; c < Vs; c++) {
+      if (tg == kIgnoreTarget || c >= valid) {
+        d[c] = T(0);
+        continue;
+      }
+      const double p = std::exp(static_cast<double>(l[c] - m) - lse);
+      d[c] = static_cast<T>(grad_scale * p - (c == t ? static_cast<double>(grad_scale) : 0.0));
+    }
+  }
+}
+
+}  // namespace
+
+void vocab_shard_max(Tensor rowmax, const Tensor& logits, int64_t valid) {
+  by_dtype(logits.dtype(), [&](auto zero) { shard_max_t<decltype(zero)>(rowmax, logits, valid); });
+}
+void vocab_shard_sums(Tensor sums, const Tensor& logits, const Tensor& rowmax, const Tensor& targets, int64_t v0,
+                      int64_t valid) {
+  by_dtype(logits.dtype(), [&](auto zero) { shard_sums_t<decltype(zero)>(sums, logits, rowmax, targets, v0, valid); });
+}
+void vocab_shard_finish(Tensor losses, Tensor dlogits, const Tensor& logits, const Tensor& rowmax, const Tensor& sums,
+                        const Tensor& targets, int64_t v0, int64_t valid, float grad_scale) {
+  by_dtype(logits.dtype(), [&](auto zero) {
+    shard_finish_t<decltype(zero)>(losses, dlogits, logits, rowmax, sums, targets, v0, valid, grad_scale);
+  });
+}
+
 }  // namespace liger::ops::cpu
+
+namespace liger::ops {
+
+void vocab_parallel_cross_entropy(Context& ctx, Tensor losses, Tensor dh, const Tensor& h, const Tensor& w,
+                                  const Tensor& targets, int64_t v0, int64_t valid, float grad_scale,
+                                  const ShardAllReduce& all_reduce, int64_t block_rows) {
+  const char* op = "vocab_parallel_cross_entropy";
+  check_device(ctx, op, {&losses, &h, &w, &targets});
+  LIGER_CHECK(h.ndim() == 2 && w.ndim() == 2 && h.dim(1) == w.dim(1), "%s: h %s and w %s do not fit", op,
+              h.shape().str().c_str(), w.shape().str().c_str());
+  LIGER_CHECK(block_rows >= 1, "%s: block_rows must be >= 1", op);
+  const int64_t N = h.dim(0), Vs = w.dim(0);
+  if (N == 0) return;
+  const int64_t block = std::min(block_rows, N);
+  const DType lt = ctx.is_cuda() ? DType::F32 : h.dtype();  // logits and row statistics
+  const Device dev = ctx.device();
+  Tensor logits = Tensor::empty({block, Vs}, lt, dev);
+  Tensor rowmax = Tensor::empty({block}, lt, dev);
+  Tensor sums = Tensor::empty({2, block}, lt, dev);
+  Tensor dlogits;  // the logits buffer itself unless the GPU wants them in bf16
+  if (dh.defined()) dlogits = w.dtype() == lt ? logits : Tensor::empty({block, Vs}, w.dtype(), dev);
+  // Losses in the statistics' dtype for the CPU twin (f32 or f64), f32 on the GPU: the caller's tensor.
+  for (int64_t r0 = 0; r0 < N; r0 += block) {
+    const int64_t nb = std::min(block, N - r0);
+    Tensor lb = logits.slice(0, nb), mb = rowmax.slice(0, nb);
+    Tensor sb = nb == block ? sums : Tensor::empty({2, nb}, lt, dev);
+    matmul(ctx, lb, h.slice(r0, nb), w, nullptr, false);  // (nb, Vs) = h (nb, D) · w (Vs, D)^T
+    vocab_shard_max(ctx, mb, lb, valid);
+    all_reduce(mb, /*is_max=*/true);
+    const Tensor tb = targets.slice(r0, nb);
+    vocab_shard_sums(ctx, sb, lb, mb, tb, v0, valid);
+    all_reduce(sb, /*is_max=*/false);
+    Tensor db = dh.defined() ? dlogits.slice(0, nb) : Tensor();
+    vocab_shard_finish(ctx, losses.slice(r0, nb), db, lb, mb, sb, tb, v0, valid, grad_scale);
+    if (dh.defined()) matmul_backward_input(ctx, dh.slice(r0, nb), db, w, false);  // partial: this rank's columns
+  }
+  if (dh.defined()) all_reduce(dh, /*is_max=*/false);
+}
+
+}  // namespace liger::ops

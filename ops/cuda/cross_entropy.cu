@@ -102,4 +102,112 @@ void lm_head_cross_entropy(Context& ctx, Tensor losses, Tensor dh, const Tensor&
   });
 }
 
+// ---- vocab-parallel row passes (ops/cross_entropy.h), one CUDA block per row, grid-stride over rows -------------
+
+namespace {
+
+constexpr int kShardThreads = 512;
+
+__global__ void shard_max_kernel(float* rowmax, const float* logits, int64_t n, int64_t Vs, int64_t valid) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+    const float* l = logits + r * Vs;
+    float m = -INFINITY;
+    for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) m = fmaxf(m, l[c]);
+    m = block_max(m, scratch);
+    if (threadIdx.x == 0) rowmax[r] = m;
+  }
+}
+
+__global__ void shard_sums_kernel(float* sums, const float* logits, const float* rowmax, const int32_t* targets,
+                                  int64_t n, int64_t Vs, int64_t v0, int64_t valid) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+    const float* l = logits + r * Vs;
+    const float m = rowmax[r];
+    float s = 0.0f;
+    for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) s += expf(l[c] - m);
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) {
+      const int64_t t = static_cast<int64_t>(targets[r]) - v0;
+      sums[r] = s;
+      sums[n + r] = t >= 0 && t < valid ? l[t] - m : 0.0f;
+    }
+  }
+}
+
+// dlogits may alias logits (TD = float): each element is read, then written, by one thread.
+template <class TD>
+__global__ void shard_finish_kernel(float* losses, TD* dlogits, const float* logits, const float* rowmax,
+                                    const float* sums, const int32_t* targets, int64_t n, int64_t Vs, int64_t v0,
+                                    int64_t valid, float grad_scale) {
+  for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+    const int32_t tg = targets[r];
+    const float lse = logf(sums[r]);
+    if (threadIdx.x == 0) losses[r] = tg == kIgnoreTarget ? 0.0f : lse - sums[n + r];
+    if (!dlogits) continue;
+    const float* l = logits + r * Vs;
+    TD* d = dlogits + r * Vs;
+    const float m = rowmax[r];
+    const int64_t t = static_cast<int64_t>(tg) - v0;
+    for (int64_t c = threadIdx.x; c < Vs; c += blockDim.x) {
+      float g = 0.0f;
+      if (tg != kIgnoreTarget && c < valid) {
+        const float p = expf(l[c] - m - lse);
+        g = grad_scale * (c == t ? p - 1.0f : p);
+      }
+      d[c] = from_f32<TD>(g);
+    }
+  }
+}
+
+unsigned row_blocks(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(n, 1), 65535));
+}
+
+void check_f32(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    LIGER_CHECK(t->dtype() == DType::F32, "%s: the GPU path takes f32 logits and statistics, got %s", op,
+                dtype_name(t->dtype()));
+}
+
+}  // namespace
+
+void vocab_shard_max(Context& ctx, Tensor rowmax, const Tensor& logits, int64_t valid) {
+  check_f32("vocab_shard_max", {&rowmax, &logits});
+  const int64_t n = logits.dim(0);
+  if (n == 0) return;
+  shard_max_kernel<<<row_blocks(n), kShardThreads, 0, stream_of(ctx)>>>(rowmax.ptr<float>(), logits.ptr<float>(), n,
+                                                                        logits.dim(1), valid);
+  CUDA_CHECK_LAUNCH();
+}
+
+void vocab_shard_sums(Context& ctx, Tensor sums, const Tensor& logits, const Tensor& rowmax, const Tensor& targets,
+                      int64_t v0, int64_t valid) {
+  check_f32("vocab_shard_sums", {&sums, &logits, &rowmax});
+  const int64_t n = logits.dim(0);
+  if (n == 0) return;
+  shard_sums_kernel<<<row_blocks(n), kShardThreads, 0, stream_of(ctx)>>>(
+      sums.ptr<float>(), logits.ptr<float>(), rowmax.ptr<float>(), targets.ptr<int32_t>(), n, logits.dim(1), v0, valid);
+  CUDA_CHECK_LAUNCH();
+}
+
+void vocab_shard_finish(Context& ctx, Tensor losses, Tensor dlogits, const Tensor& logits, const Tensor& rowmax,
+                        const Tensor& sums, const Tensor& targets, int64_t v0, int64_t valid, float grad_scale) {
+  check_f32("vocab_shard_finish", {&losses, &logits, &rowmax, &sums});
+  const int64_t n = logits.dim(0);
+  if (n == 0) return;
+  auto launch = [&](auto* d) {
+    shard_finish_kernel<<<row_blocks(n), kShardThreads, 0, stream_of(ctx)>>>(
+        losses.ptr<float>(), d, logits.ptr<float>(), rowmax.ptr<float>(), sums.ptr<float>(), targets.ptr<int32_t>(), n,
+        logits.dim(1), v0, valid, grad_scale);
+    CUDA_CHECK_LAUNCH();
+  };
+  if (!dlogits.defined()) return launch(static_cast<float*>(nullptr));
+  dispatch_float(dlogits.dtype(), "vocab_shard_finish", [&](auto tag) {
+    using TD = typename decltype(tag)::type;
+    launch(dlogits.ptr<TD>());
+  });
+}
+
 }  // namespace liger::ops::cuda

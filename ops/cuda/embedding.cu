@@ -5,14 +5,15 @@
 namespace liger::ops::cuda {
 namespace {
 
-// out (N, D) = table (V, D)[ids (N)]; an id outside [0, V) gives a row of zeros. One block per row (grid-stride over
+// out (N, D) = table (V, D)[ids (N) - v0]; an id outside [v0, v0 + V) gives a row of zeros. One block per row (grid-stride over
 // rows), VEC elements per access.
 template <class T, int VEC>
-__global__ void embedding_kernel(T* out, const int32_t* ids, const T* table, int64_t N, int64_t V, int64_t D) {
+__global__ void embedding_kernel(T* out, const int32_t* ids, const T* table, int64_t N, int64_t V, int64_t D,
+                                 int64_t v0) {
   using Pack = Vec<T, VEC>;
   const int64_t dv = D / VEC;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    const int32_t id = ids[n];
+    const int64_t id = ids[n] - v0;
     Pack* o = reinterpret_cast<Pack*>(out + n * D);
     if (id < 0 || id >= V) {
       Pack zero;
@@ -28,7 +29,7 @@ __global__ void embedding_kernel(T* out, const int32_t* ids, const T* table, int
 
 }  // namespace
 
-void embedding(Context& ctx, Tensor out, const Tensor& ids, const Tensor& table) {
+void embedding(Context& ctx, Tensor out, const Tensor& ids, const Tensor& table, int64_t v0) {
   const int64_t N = ids.dim(0), V = table.dim(0), D = table.dim(1);
   if (N == 0 || D == 0) return;
   dispatch_float(table.dtype(), "embedding", [&](auto tag) {
@@ -38,10 +39,10 @@ void embedding(Context& ctx, Tensor out, const Tensor& ids, const Tensor& table)
     constexpr int V16 = kVec16<T>;
     if (D % V16 == 0 && aligned16(out.data()) && aligned16(table.data())) {
       embedding_kernel<T, V16><<<blocks, kThreads, 0, stream_of(ctx)>>>(out.ptr<T>(), ids.ptr<int32_t>(),
-                                                                         table.ptr<T>(), N, V, D);
+                                                                         table.ptr<T>(), N, V, D, v0);
     } else {
       embedding_kernel<T, 1><<<blocks, kThreads, 0, stream_of(ctx)>>>(out.ptr<T>(), ids.ptr<int32_t>(),
-                                                                       table.ptr<T>(), N, V, D);
+                                                                       table.ptr<T>(), N, V, D, v0);
     }
     CUDA_CHECK_LAUNCH();
   });
