@@ -124,6 +124,7 @@ int cuda_device_for(const WorldInfo& w, int device_count) {
 }
 
 void agree(Communicator& world, const std::function<void()>& setup) {
+  if (world.size() == 1) return setup();  // one process: the error itself, as without dist
   std::string msg;
   bool failed = false;
   try {
@@ -216,8 +217,12 @@ std::unique_ptr<Runtime> Runtime::create(const DistConfig& cfg, Device device, v
 #endif
     }
   } catch (const Error& e) {
-    if (w.rank == 0 || w.size == 1) throw;
-    throw QuietError();
+    if (w.size == 1) throw;
+    if (w.rank == 0) {
+      std::fprintf(stderr, "liger: error: %s\n", e.what());
+      std::fflush(stderr);
+    }
+    throw QuietError();  // every rank exits non-zero, none waits for a collective that will not come
   }
   // tp innermost: the ranks of a tp group share dp_rank; those of a dp group share tp_rank.
   rt->tp_comm_ = rt->world_->split(rt->dp_rank(), rt->tp_rank());

@@ -82,7 +82,7 @@ int cuda_device_for(const WorldInfo& w, int device_count);
 // Runs `setup` on every rank and agrees on its outcome: when it threw liger::Error on any rank, the lowest such rank
 // prints its message (prefixed with its rank when it is not 0) and every rank throws QuietError; so an error that
 // every rank meets (a bad layout, a missing file) is one line from rank 0, and one that a single rank meets still
-// stops them all, with no rank left waiting in a collective.
+// stops them all, with no rank left waiting in a collective. In a one-rank world the Error itself propagates.
 void agree(Communicator& world, const std::function<void()>& setup);
 
 // An error already reported by another path (agree); main() exits 1 without printing it again.

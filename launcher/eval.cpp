@@ -11,9 +11,11 @@
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "launcher/commands.h"
+#include "dist/runtime.h"
 #include "launcher/options.h"
 #include "model/diagnostics.h"
 #include "model/train_step.h"
+#include "train/train_options.h"
 
 namespace liger::cli {
 
@@ -49,6 +51,8 @@ int cmd_eval(const std::vector<std::string>& args) {
       ("diagnostics", po::bool_switch(&diagnostics),
        "Liger models: per layer, the error against softmax attention, mean gate, memory length, state norm")
       ("json", po::value(&json_file), "also write the figures to this JSON file");
+  dist::DistConfig dcfg;
+  desc.add(dist_options(dcfg));
   po::variables_map vm;
   if (!parse_options("eval", args, desc, &vm,
                      "--model DIR [--adapter DIR] (--text FILE | --data FILE [--data-format F]) [options]"))
@@ -69,8 +73,16 @@ int cmd_eval(const std::vector<std::string>& args) {
 
   Context ctx = Context::cpu();
   Timer timer;
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(model_dir);
-  std::unique_ptr<LlamaModel> model = LlamaModel::load(model_dir, ctx, DType::F32);
+  // Under mpirun: --tp N splits the model, the dp ranks share the chunks (chunk i on dp rank i % dp).
+  std::unique_ptr<dist::Runtime> rt = dist::Runtime::create(dcfg, Device::CPU);
+  LIGER_CHECK(!diagnostics || rt->size() == 1, "--diagnostics runs in one process (the per-layer figures need every "
+                                               "head and every chunk on one rank); perplexity alone runs on any layout");
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<LlamaModel> model;
+  dist::agree(rt->world(), [&] {
+    tok = load_tokenizer(model_dir);
+    model = LlamaModel::load(model_dir, ctx, DType::F32, rt->tp() > 1 ? &rt->tp_comm() : nullptr);
+  });
   const ModelConfig& cfg = model->config();
   LIGER_CHECK(tok->vocab_size() <= cfg.vocab_size, "%s: the tokenizer has %lld tokens but the model only %lld",
               model_dir.c_str(), static_cast<long long>(tok->vocab_size()), static_cast<long long>(cfg.vocab_size));
@@ -79,7 +91,7 @@ int cmd_eval(const std::vector<std::string>& args) {
               "convert)",
               model_dir.c_str());
   LoraAdapters lora;
-  if (!adapter_dir.empty()) lora = LoraAdapters::load(adapter_dir, cfg, Device::CPU);
+  if (!adapter_dir.empty()) lora = LoraAdapters::load_for(adapter_dir, cfg, Device::CPU);
   const LoraAdapters* lp = adapter_dir.empty() ? nullptr : &lora;
 
   DataLoader data(dc, *tok);
@@ -94,7 +106,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   double loss_sum = 0.0;
   int64_t tokens = 0;
   LigerDiagnostics diag;
-  for (int64_t i = 0; i < n; i++) {
+  for (int64_t i = rt->dp_rank(); i < n; i += rt->dp()) {
     const Chunk c = split.chunk(i);
     const int64_t T = static_cast<int64_t>(c.input_ids.size());
     const Tensor ids = Tensor::from_i32({1, T}, c.input_ids), targets = Tensor::from_i32({1, T}, c.targets);
@@ -104,6 +116,9 @@ int cmd_eval(const std::vector<std::string>& args) {
     tokens += s.tokens;
     if (diagnostics) forward_with_diagnostics(*model, lp, ids, Tensor(), &diag, &c.doc_starts);
   }
+  loss_sum = rt->dp_comm().all_reduce_value(loss_sum);
+  tokens = rt->dp_comm().all_reduce_value(tokens);
+  if (!rt->is_root()) return 0;
   const double loss = loss_sum / static_cast<double>(tokens), ppl = std::exp(loss);
   LOG_INFO("evaluated in %.2f s", timer.seconds());
 

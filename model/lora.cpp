@@ -445,4 +445,11 @@ LoraAdapters LoraAdapters::load(const std::string& dir, const ModelConfig& cfg, 
   return a;
 }
 
+LoraAdapters LoraAdapters::load_for(const std::string& dir, const ModelConfig& local, Device device) {
+  if (local.tp_size == 1) return load(dir, local, device);
+  ModelConfig full = local;
+  full.set_tensor_parallel(1, 0);
+  return load(dir, full, Device::CPU).shard(local, device);
+}
+
 }  // namespace liger

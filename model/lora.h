@@ -66,6 +66,8 @@ class LoraAdapters {
   void assemble_gradients(const Tensor& gathered, const ModelConfig& local);
   // Reads a PEFT adapter directory; errors name the file and the tensor whose shape does not fit the model.
   static LoraAdapters load(const std::string& dir, const ModelConfig& cfg, Device device);
+  // load() for the full (tp = 1) shapes of `local`, then this rank's shard of them (shard(local, device)).
+  static LoraAdapters load_for(const std::string& dir, const ModelConfig& local, Device device);
   // Writes adapter_model.safetensors and adapter_config.json into `dir` (created if needed).
   void save(const std::string& dir, const std::string& base_model) const;
   // PEFT's adapter_config.json for these adapters.

@@ -141,19 +141,16 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
 
   // Batch layout: global = micro_batch x grad_accum x dp.
   int64_t grad_accum = cfg.grad_accum;
-  if (cfg.global_batch > 0) {
+  dist::agree(rt->world(), [&] {
+    if (cfg.global_batch == 0) return;
     const int64_t per = cfg.micro_batch * rt->dp();
-    if (cfg.global_batch % per != 0) {
-      if (root)
-        std::fprintf(stderr,
-                     "liger: error: --global-batch %lld is not a multiple of micro_batch x dp = %lld x %d: choose a "
-                     "global batch that micro-batches of %lld sequences on %d data-parallel ranks divide\n",
-                     static_cast<long long>(cfg.global_batch), static_cast<long long>(cfg.micro_batch), rt->dp(),
-                     static_cast<long long>(cfg.micro_batch), rt->dp());
-      throw dist::QuietError();
-    }
+    LIGER_CHECK(cfg.global_batch % per == 0,
+                "--global-batch %lld is not a multiple of micro_batch x dp = %lld x %d: choose a global batch that "
+                "micro-batches of %lld sequences on %d data-parallel ranks divide",
+                static_cast<long long>(cfg.global_batch), static_cast<long long>(cfg.micro_batch), rt->dp(),
+                static_cast<long long>(cfg.micro_batch), rt->dp());
     grad_accum = cfg.global_batch / per;
-  }
+  });
   const int64_t per_rank = cfg.micro_batch * grad_accum;  // sequences of one rank per optimizer step
   const int64_t per_step = per_rank * rt->dp();            // the global batch
   const Json settings = cfg.to_json(per_step);

@@ -1,0 +1,67 @@
+// train/adapter_sync.h — the adapters of one rank and how their gradients meet across ranks (DESIGN.md §5).
+//
+// Every rank keeps the full fp32 master adapters on the host (a few MB to a few hundred MB even for 70B shapes),
+// identical on every rank: AdamW updates them and checkpoints hold them, in one logical layout whatever the
+// dp x tp layout, so any layout resumes any other. The steps run on a working copy on the model's device, sliced for
+// this rank's tensor-parallel block (LoraAdapters::shard). One optimizer step:
+//   1. zero_grad(); every micro-batch's backward accumulates into the working copy's gradient buffer;
+//   2. data parallel: the buffer is summed over the dp group — on NCCL (tp = 1) bucket by bucket, one layer's
+//      gradients at a time, on a stream of its own while the backward of the last micro-batch goes on (layer_done);
+//      elsewhere once, after it;
+//      or, in deterministic mode, every micro-batch's gradients are stashed, gathered from every dp rank and added in
+//      global sample order (stash_micro_batch, reduce_stash), so the sum has the same bits whatever dp is;
+//   3. tensor parallel: the buffers of the tp group are gathered and put together into the master's gradients
+//      (LoraAdapters::assemble_gradients: split tensors concatenated, partial sums added in rank order);
+//   4. AdamW on the master (the same on every rank), and the new values sliced into the working copy.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/context.h"
+#include "dist/overlap.h"
+#include "dist/runtime.h"
+#include "model/lora.h"
+#include "train/optimizer.h"
+
+namespace liger {
+
+class AdapterSync {
+ public:
+  // master: the full adapters (host, fp32); local: the model's config (its tp slice); ctx: the model's context.
+  AdapterSync(dist::Runtime& rt, LoraAdapters& master, const ModelConfig& local, Context& ctx);
+
+  LoraAdapters& work() { return work_; }
+  const LoraAdapters& master() const { return master_; }
+
+  void zero_grad() { work_.zero_grad(); }
+  // After the backward of `layer` in the last micro-batch of a step (train_step's after_layer): starts that bucket's
+  // data-parallel sum when it can overlap.
+  void layer_done(int64_t layer);
+  // The data-parallel sum (what layer_done did not start), then the tensor-parallel assembly into the master.
+  void finish_gradients();
+
+  // Deterministic mode: keeps this micro-batch's gradients (used = false: the micro-batch was skipped, nothing kept)
+  // and zeroes the working gradients for the next one.
+  void stash_micro_batch(bool used);
+  // Gathers every dp rank's stash (rank d holds global micro-batches d * n .. d * n + n - 1) and adds them in global
+  // order into the working gradients, then assembles as finish_gradients does.
+  void reduce_stash();
+
+  // AdamW on the master and the new values into the working copy.
+  AdamWStepStats step(AdamW& opt);
+
+ private:
+  void assemble();
+
+  dist::Runtime& rt_;
+  LoraAdapters& master_;
+  ModelConfig local_;
+  Context& ctx_;
+  LoraAdapters work_;
+  std::unique_ptr<dist::OverlappedSum> dp_sum_;
+  std::vector<float> stash_;          // (micro-batches kept so far, G) host copies, deterministic mode
+  std::vector<double> stash_used_;    // 1 / 0 per stashed micro-batch
+};
+
+}  // namespace liger
