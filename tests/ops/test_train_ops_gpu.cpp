@@ -1,5 +1,6 @@
 // tests/ops/test_train_ops_gpu.cpp — the CUDA training ops against their CPU twins (ops/cpu) on fresh random inputs:
-// the two matmul gradients (ops/matmul.h) and the fused LM head + cross-entropy (ops/cross_entropy.h).
+// the two matmul gradients (ops/matmul.h), the fused LM head + cross-entropy (ops/cross_entropy.h), and the
+// tensor-parallel pieces: the vocab-shard row passes of the distributed cross-entropy and the sharded embedding.
 //
 // As in test_ops_gpu.cpp: each GPU run takes inputs exactly representable in its storage dtype, the CPU twin computes
 // in f32 on the same values, and ||out - ref|| / ||ref|| <= 1e-5 for f32 storage, <= 1e-2 for bf16 storage
@@ -19,6 +20,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "ops/cross_entropy.h"
+#include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "tests/common/gpu_compare.h"
 
@@ -256,6 +258,74 @@ TEST(TrainOpsGpu, LmHeadCrossEntropyBadTarget) {
   EXPECT_TRUE(threw) << "a target of V must raise liger::Error";
   EXPECT_EQ(to_host(losses), to_host(losses0)) << "losses written before the error";
   EXPECT_EQ(to_host(dh), to_host(dh0)) << "dh written before the error";
+}
+
+// The three row passes of the vocab-parallel cross-entropy on one shard of the vocabulary: shards at the start, in the
+// middle and at the end of the vocabulary, one with padding columns (valid < Vs) and one with no valid column at all
+// (the last rank of a vocabulary that tp barely divides); dlogits in f32 (aliasing the logits, as the composite runs
+// it) and bf16. The statistics that the all-reduces would combine are taken as they come (one shard's alone): the
+// passes themselves are what is checked here; test_dist checks the composite across real ranks.
+TEST(TrainOpsGpu, VocabShardPasses) {
+  if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
+  Context gpu = Context::cuda(0), cpu = Context::cpu();
+  struct Case {
+    int64_t n, Vs, v0, valid, V;
+  };
+  const Case cases[] = {{37, 128, 0, 128, 500}, {37, 128, 256, 128, 500}, {64, 128, 384, 116, 500},
+                        {5, 1000, 3000, 0, 3000}, {300, 4096, 4096, 4096, 16384}};
+  uint64_t seed = 23000;
+  for (const Case& c : cases) {
+    const std::string what = "vocab shard " + dims({c.n, c.Vs}) + " v0 " + std::to_string(c.v0) + " valid " +
+                             std::to_string(c.valid);
+    Tensor logits = randn({c.n, c.Vs}, seed++, 3.0f);
+    Tensor targets = Tensor::from_i32({c.n}, random_targets(c.n, c.V, seed++, 6));
+    // Targets inside this shard too (random ones over a large vocabulary rarely are).
+    for (int64_t r = 0; r < c.n && c.valid > 0; r += 3)
+      targets.ptr<int32_t>()[r] = static_cast<int32_t>(c.v0 + (r * 7) % c.valid);
+    Tensor m_ref = Tensor::empty({c.n}, DType::F32, Device::CPU), s_ref = Tensor::empty({2, c.n}, DType::F32, Device::CPU);
+    ops::vocab_shard_max(cpu, m_ref, logits, c.valid);
+    Tensor gl = logits.to(Device::CUDA), gt = targets.to(Device::CUDA);
+    Tensor m = poisoned({c.n}, DType::F32);
+    ops::vocab_shard_max(gpu, m, gl, c.valid);
+    const std::vector<float> mh = to_host(m), mr = to_host(m_ref);
+    if (c.valid == 0) {
+      for (float x : mh) EXPECT_EQ(x, -INFINITY) << what << ": the max of no column";
+      continue;  // a shard without columns contributes nothing more (its sums are 0: checked on the CPU side)
+    }
+    EXPECT_EQ(mh, mr) << what << ": row max";  // a max is exact
+    ops::vocab_shard_sums(cpu, s_ref, logits, m_ref, targets, c.v0, c.valid);
+    Tensor sums = poisoned({2, c.n}, DType::F32);
+    ops::vocab_shard_sums(gpu, sums, gl, m, gt, c.v0, c.valid);
+    expect_close(to_host(sums), to_host(s_ref), kTolF32, what + " sums");
+    for (DType dt : {DType::F32, DType::BF16}) {
+      Tensor l_ref = Tensor::empty({c.n}, DType::F32, Device::CPU), d_ref = Tensor::empty({c.n, c.Vs}, DType::F32, Device::CPU);
+      ops::vocab_shard_finish(cpu, l_ref, d_ref, logits, m_ref, s_ref, targets, c.v0, c.valid, 0.25f);
+      Tensor losses = poisoned({c.n}, DType::F32);
+      Tensor gl2 = logits.to(Device::CUDA);
+      Tensor dl = dt == DType::F32 ? gl2 : poisoned({c.n, c.Vs}, dt);  // f32: in place over the logits
+      ops::vocab_shard_finish(gpu, losses, dl, gl2, m, sums, gt, c.v0, c.valid, 0.25f);
+      expect_close(to_host(losses), to_host(l_ref), kTolF32, what + " losses");
+      expect_close(to_host(dl), to_host(d_ref), tol_for(dt), what + " dlogits " + dtype_name(dt));
+    }
+  }
+}
+
+// The sharded embedding: rows [v0, v0 + Vs) of the table on this rank, zeros for every other id.
+TEST(TrainOpsGpu, EmbeddingShard) {
+  if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
+  Context gpu = Context::cuda(0), cpu = Context::cpu();
+  const int64_t N = 77, Vs = 40, D = 72, v0 = 40, V = 120;
+  std::vector<int32_t> ids(N);
+  for (int64_t i = 0; i < N; i++) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 37 + 5) % V);
+  const Tensor tid = Tensor::from_i32({N}, ids);
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Tensor table = representable(randn({Vs, D}, 24000), dt);
+    Tensor ref = Tensor::empty({N, D}, DType::F32, Device::CPU);
+    ops::embedding_shard(cpu, ref, tid, table, v0);
+    Tensor out = poisoned({N, D}, dt);
+    ops::embedding_shard(gpu, out, tid.to(Device::CUDA), table.to(Device::CUDA, dt), v0);
+    EXPECT_EQ(to_host(out), to_host(ref)) << "embedding_shard " << dtype_name(dt) << ": a copy must be exact";
+  }
 }
 
 }  // namespace
