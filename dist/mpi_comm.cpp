@@ -6,15 +6,15 @@
 #include "core/check.h"
 #include "dist/comm_backends.h"
 
-#define MPI_CHECK(stmt)                                                                                 \
-  do {                                                                                                  \
-    int rc_ = (stmt);                                                                                   \
-    if (rc_ != MPI_SUCCESS) {                                                                           \
-      char msg_[MPI_MAX_ERROR_STRING];                                                                  \
-      int len_ = 0;                                                                                     \
-      MPI_Error_string(rc_, msg_, &len_);                                                               \
+#define MPI_CHECK(stmt)                                                                               \
+  do {                                                                                                \
+    int rc_ = (stmt);                                                                                 \
+    if (rc_ != MPI_SUCCESS) {                                                                         \
+      char msg_[MPI_MAX_ERROR_STRING];                                                                \
+      int len_ = 0;                                                                                   \
+      MPI_Error_string(rc_, msg_, &len_);                                                             \
       ::liger::detail::fail(__FILE__, __LINE__, ::liger::strfmt("MPI error in %s: %s", #stmt, msg_)); \
-    }                                                                                                   \
+    }                                                                                                 \
   } while (0)
 
 namespace liger::dist {
@@ -86,17 +86,19 @@ class MpiCommunicator final : public Communicator {
     check_collective_tensor("all_gather", in);
     LIGER_CHECK(out.numel() == in.numel() * size_ && out.dtype() == in.dtype(),
                 "all_gather: out %s does not hold %d x in %s", out.str().c_str(), size_, in.str().c_str());
-    Tensor hi = on_host(in), ho = out.device() == Device::CPU ? out : Tensor::empty(out.shape(), out.dtype(), Device::CPU);
+    Tensor hi = on_host(in),
+           ho = out.device() == Device::CPU ? out : Tensor::empty(out.shape(), out.dtype(), Device::CPU);
     const MPI_Datatype ty = mpi_type(in.dtype(), "all_gather");
-    MPI_CHECK(MPI_Allgather(hi.data(), count_of(hi, "all_gather"), ty, ho.data(), count_of(hi, "all_gather"), ty,
-                            comm_));
+    MPI_CHECK(
+        MPI_Allgather(hi.data(), count_of(hi, "all_gather"), ty, ho.data(), count_of(hi, "all_gather"), ty, comm_));
     back_to(out, ho);
   }
   void reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) override {
     check_collective_tensor("reduce_scatter", in);
     LIGER_CHECK(in.numel() == out.numel() * size_ && out.dtype() == in.dtype(),
                 "reduce_scatter: in %s is not %d x out %s", in.str().c_str(), size_, out.str().c_str());
-    Tensor hi = on_host(in), ho = out.device() == Device::CPU ? out : Tensor::empty(out.shape(), out.dtype(), Device::CPU);
+    Tensor hi = on_host(in),
+           ho = out.device() == Device::CPU ? out : Tensor::empty(out.shape(), out.dtype(), Device::CPU);
     MPI_CHECK(MPI_Reduce_scatter_block(hi.data(), ho.data(), count_of(ho, "reduce_scatter"),
                                        mpi_type(in.dtype(), "reduce_scatter"), mpi_op(op), comm_));
     back_to(out, ho);

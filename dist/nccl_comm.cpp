@@ -10,12 +10,12 @@
 #include "core/cuda_check.h"
 #include "dist/comm_backends.h"
 
-#define NCCL_CHECK(stmt)                                                                                    \
-  do {                                                                                                      \
-    ncclResult_t r_ = (stmt);                                                                               \
-    if (r_ != ncclSuccess)                                                                                  \
-      ::liger::detail::fail(__FILE__, __LINE__,                                                             \
-                            ::liger::strfmt("NCCL error in %s: %s", #stmt, ncclGetErrorString(r_)));        \
+#define NCCL_CHECK(stmt)                                                                             \
+  do {                                                                                               \
+    ncclResult_t r_ = (stmt);                                                                        \
+    if (r_ != ncclSuccess)                                                                           \
+      ::liger::detail::fail(__FILE__, __LINE__,                                                      \
+                            ::liger::strfmt("NCCL error in %s: %s", #stmt, ncclGetErrorString(r_))); \
   } while (0)
 
 namespace liger::dist {
@@ -75,8 +75,8 @@ class NcclCommunicator final : public Communicator {
     LIGER_CHECK(out.numel() == in.numel() * size_ && out.dtype() == in.dtype(),
                 "all_gather: out %s does not hold %d x in %s", out.str().c_str(), size_, in.str().c_str());
     Tensor di = on_device(in), dout = out.is_cuda() ? out : Tensor::empty(out.shape(), out.dtype(), Device::CUDA);
-    NCCL_CHECK(ncclAllGather(di.data(), dout.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), comm_,
-                             stream_));
+    NCCL_CHECK(
+        ncclAllGather(di.data(), dout.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), comm_, stream_));
     finish(out, dout);
   }
   void reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) override {
@@ -91,8 +91,8 @@ class NcclCommunicator final : public Communicator {
   void broadcast(Tensor t, int root) override {
     check_collective_tensor("broadcast", t);
     Tensor d = on_device(t);
-    NCCL_CHECK(ncclBroadcast(d.data(), d.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root, comm_,
-                             stream_));
+    NCCL_CHECK(
+        ncclBroadcast(d.data(), d.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root, comm_, stream_));
     finish(t, d);
   }
   void barrier() override {

@@ -47,7 +47,8 @@ void finalize_mpi() {
 
 void DistConfig::validate() const {
   LIGER_CHECK(tp >= 1 && tp <= 4096, "--tp %lld: must be in [1, 4096]", static_cast<long long>(tp));
-  LIGER_CHECK(dp >= 0 && dp <= 65536, "--dp %lld: must be in [0, 65536] (0: world size / tp)", static_cast<long long>(dp));
+  LIGER_CHECK(dp >= 0 && dp <= 65536, "--dp %lld: must be in [0, 65536] (0: world size / tp)",
+              static_cast<long long>(dp));
   LIGER_CHECK(backend == "auto" || backend == "mpi" || backend == "nccl" || backend == "local",
               "--dist-backend %s: expected auto, mpi, nccl or local", backend.c_str());
   LIGER_CHECK(rendezvous.empty() || rendezvous.rfind("tcp:", 0) == 0 || rendezvous.rfind("file:", 0) == 0,
@@ -139,8 +140,10 @@ void agree(Communicator& world, const std::function<void()>& setup) {
   const int64_t first = world.all_reduce_value(failed ? static_cast<int64_t>(world.rank()) : none, ReduceOp::Min);
   if (first == none) return;
   if (first == world.rank() && !msg.empty()) {
-    if (world.rank() == 0) std::fprintf(stderr, "liger: error: %s\n", msg.c_str());
-    else std::fprintf(stderr, "liger: error: [rank %d] %s\n", world.rank(), msg.c_str());
+    if (world.rank() == 0)
+      std::fprintf(stderr, "liger: error: %s\n", msg.c_str());
+    else
+      std::fprintf(stderr, "liger: error: [rank %d] %s\n", world.rank(), msg.c_str());
     std::fflush(stderr);
   }
   throw QuietError();
@@ -174,8 +177,8 @@ std::unique_ptr<Runtime> Runtime::create(const DistConfig& cfg, Device device, v
     const int64_t dp = w.size / cfg.tp;
     LIGER_CHECK(cfg.dp == 0 || cfg.dp == dp,
                 "--dp %lld x --tp %lld = %lld ranks, but the job has %d (world size must equal dp x tp)",
-                static_cast<long long>(cfg.dp), static_cast<long long>(cfg.tp),
-                static_cast<long long>(cfg.dp * cfg.tp), w.size);
+                static_cast<long long>(cfg.dp), static_cast<long long>(cfg.tp), static_cast<long long>(cfg.dp * cfg.tp),
+                w.size);
     rt->tp_ = static_cast<int>(cfg.tp);
     rt->dp_ = static_cast<int>(dp);
     std::string backend = cfg.backend;
@@ -249,7 +252,8 @@ std::string hex_of(const std::vector<uint8_t>& b) {
 }
 std::vector<uint8_t> bytes_of(const std::string& hex) {
   std::vector<uint8_t> b;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) b.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    b.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return b;
 }
 
@@ -283,7 +287,8 @@ std::vector<uint8_t> tcp_share(const std::string& spec, const std::string& hostp
   hints.ai_socktype = SOCK_STREAM;
   if (rank == 0) hints.ai_flags = AI_PASSIVE;
   int rc = getaddrinfo(rank == 0 ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  LIGER_CHECK(rc == 0 && res, "--rendezvous %s: cannot resolve %s: %s", spec.c_str(), hostport.c_str(), gai_strerror(rc));
+  LIGER_CHECK(rc == 0 && res, "--rendezvous %s: cannot resolve %s: %s", spec.c_str(), hostport.c_str(),
+              gai_strerror(rc));
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard(res, freeaddrinfo);
   const uint32_t len = static_cast<uint32_t>(payload.size());
   const std::string key = job_key();
@@ -336,15 +341,16 @@ std::vector<uint8_t> tcp_share(const std::string& spec, const std::string& hostp
       const char ack = 1;
       ok = ok && send_all(fd, &ack, 1);
       ::close(fd);
-      LIGER_CHECK(!ok || theirs == key,
-                  "--rendezvous %s: rank 0 there belongs to another job (key %s, ours %s); use a port of this job's own",
-                  spec.c_str(), theirs.c_str(), key.c_str());
+      LIGER_CHECK(
+          !ok || theirs == key,
+          "--rendezvous %s: rank 0 there belongs to another job (key %s, ours %s); use a port of this job's own",
+          spec.c_str(), theirs.c_str(), key.c_str());
       if (ok) return out;
     } else {
       ::close(fd);
     }
-    LIGER_CHECK(std::chrono::steady_clock::now() < deadline, "--rendezvous %s: rank %d could not reach rank 0 within %.0f s",
-                spec.c_str(), rank, timeout_s);
+    LIGER_CHECK(std::chrono::steady_clock::now() < deadline,
+                "--rendezvous %s: rank %d could not reach rank 0 within %.0f s", spec.c_str(), rank, timeout_s);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }

@@ -33,8 +33,10 @@ void AdapterSync::assemble() {
   const Tensor& buf = work_.grad_buffer();
   const int64_t G = buf.numel();
   Tensor gathered = Tensor::empty({rt_.tp(), G}, buf.dtype(), Device::CPU);
-  if (rt_.tp() == 1) copy(gathered.view({G}), buf);
-  else rt_.tp_comm().all_gather(gathered, buf);
+  if (rt_.tp() == 1)
+    copy(gathered.view({G}), buf);
+  else
+    rt_.tp_comm().all_gather(gathered, buf);
   master_.assemble_gradients(gathered, local_);
 }
 
@@ -61,7 +63,8 @@ void AdapterSync::reduce_stash() {
   for (int64_t j = 0; j < dp * n; j++) {  // global sample order
     if (used[static_cast<size_t>(j)] == 0.0) continue;
     const float* g = all.ptr<float>() + j * G;
-    if (first) std::memcpy(s, g, static_cast<size_t>(G) * sizeof(float));
+    if (first)
+      std::memcpy(s, g, static_cast<size_t>(G) * sizeof(float));
     else
       for (int64_t i = 0; i < G; i++) s[i] += g[i];
     first = false;

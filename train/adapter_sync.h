@@ -60,8 +60,8 @@ class AdapterSync {
   Context& ctx_;
   LoraAdapters work_;
   std::unique_ptr<dist::OverlappedSum> dp_sum_;
-  std::vector<float> stash_;          // (micro-batches kept so far, G) host copies, deterministic mode
-  std::vector<double> stash_used_;    // 1 / 0 per stashed micro-batch
+  std::vector<float> stash_;        // (micro-batches kept so far, G) host copies, deterministic mode
+  std::vector<double> stash_used_;  // 1 / 0 per stashed micro-batch
 };
 
 }  // namespace liger

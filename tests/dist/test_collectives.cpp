@@ -56,7 +56,7 @@ TEST(Collectives, KnownAnswers) {
     w.all_reduce(mn, dist::ReduceOp::Min);
     for (int64_t i = 0; i < 5; i++) {
       auto at = [&](const Tensor& x) {
-        return dt == DType::F32 ? x.ptr<float>()[i]
+        return dt == DType::F32   ? x.ptr<float>()[i]
                : dt == DType::F64 ? x.ptr<double>()[i]
                : dt == DType::I32 ? x.ptr<int32_t>()[i]
                                   : static_cast<double>(x.ptr<int64_t>()[i]);
@@ -137,9 +137,9 @@ TEST(Collectives, VocabParallelCrossEntropy) {
     Tensor shard = Tensor::zeros({Vs, D}, DType::F32, Device::CPU);
     if (valid > 0) copy(shard.slice(0, valid), full.slice(v0, valid));
     Tensor l = Tensor::empty({N}, DType::F32, Device::CPU), dh = Tensor::empty({N, D}, DType::F32, Device::CPU);
-    ops::vocab_parallel_cross_entropy(cpu, l, dh, h, shard, targets, v0, valid, 0.5f, [&](Tensor t, bool is_max) {
-      w.all_reduce(t, is_max ? dist::ReduceOp::Max : dist::ReduceOp::Sum);
-    }, 16);
+    ops::vocab_parallel_cross_entropy(
+        cpu, l, dh, h, shard, targets, v0, valid, 0.5f,
+        [&](Tensor t, bool is_max) { w.all_reduce(t, is_max ? dist::ReduceOp::Max : dist::ReduceOp::Sum); }, 16);
     EXPECT_LE(test::rel_error(l.to_f32_vector(), l_ref.to_f32_vector()), 1e-6) << "losses, V " << V;
     EXPECT_LE(test::rel_error(dh.to_f32_vector(), dh_ref.to_f32_vector()), 1e-5) << "dh, V " << V;
     for (int64_t i = 0; i < N; i++)
@@ -206,7 +206,8 @@ TEST(Collectives, LoraShardsAndGradientAssembly) {
       return o;
     };
     Tensor lx = column ? x : cols(x, r * lin, lin), ldy = column ? cols(dy, r * lout, lout) : dy;
-    Tensor ly = Tensor::zeros({N, lout}, DType::F32, Device::CPU), ldx = Tensor::zeros({N, lin}, DType::F32, Device::CPU);
+    Tensor ly = Tensor::zeros({N, lout}, DType::F32, Device::CPU),
+           ldx = Tensor::zeros({N, lin}, DType::F32, Device::CPU);
     sa.zero_grad();
     sa.forward(cpu, 1, t, ly, lx);
     sa.backward(cpu, 1, t, ldx, ldy, lx);
@@ -219,8 +220,10 @@ TEST(Collectives, LoraShardsAndGradientAssembly) {
     fb.assemble_gradients(gathered, local);
     const LoraPair* want = fa.get(1, t);
     const LoraPair* got = fb.get(1, t);
-    EXPECT_LE(test::rel_error(got->dA.to_f32_vector(), want->dA.to_f32_vector()), 1e-5) << lora_target_module(t) << " dA";
-    EXPECT_LE(test::rel_error(got->dB.to_f32_vector(), want->dB.to_f32_vector()), 1e-5) << lora_target_module(t) << " dB";
+    EXPECT_LE(test::rel_error(got->dA.to_f32_vector(), want->dA.to_f32_vector()), 1e-5)
+        << lora_target_module(t) << " dA";
+    EXPECT_LE(test::rel_error(got->dB.to_f32_vector(), want->dB.to_f32_vector()), 1e-5)
+        << lora_target_module(t) << " dB";
     // Values round trip: the shard of the full adapters, loaded again, is the same shard.
     LoraAdapters sb = LoraAdapters::init(full, lc, Device::CPU).shard(local, Device::CPU);
     sb.load_shard_values(fa, local);

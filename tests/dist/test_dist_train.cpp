@@ -59,10 +59,11 @@ std::string launch(int np) {
 
 // A small training run: 4 sequences of 64 tokens per step (the global batch), window 16.
 std::string train_args(const std::string& model, const std::string& out, int steps, int global_batch = 4) {
-  return " train --model " + model + " --out " + out + " --data " + source_path("assets/text/tinystories_valid_head.txt") +
+  return " train --model " + model + " --out " + out + " --data " +
+         source_path("assets/text/tinystories_valid_head.txt") +
          " --data-format text --chunk-length 64 --validation-count 8 --validation-fraction 0 --epochs 1"
-         " --eval-chunks 4 --log-every 1 --micro-batch 1 --global-batch " + std::to_string(global_batch) +
-         " --max-steps " + std::to_string(steps);
+         " --eval-chunks 4 --log-every 1 --micro-batch 1 --global-batch " +
+         std::to_string(global_batch) + " --max-steps " + std::to_string(steps);
 }
 
 // step -> the "loss" field's text (exact digits, for bitwise comparisons) from metrics.jsonl.
@@ -129,7 +130,7 @@ class DistTrain : public ::testing::Test {
     for (const char* v : {"gla", "hgrn2", "gsa"}) {
       const std::string extra = std::string(v) == "gsa" ? " --gsa-slots 4" : "";
       Proc r = sh(liger_binary() + " convert --model " + source_path("assets/stories260K/hf") + " --out " +
-                 tmp_->file(v) + " --variant " + v + " --window 16" + extra);
+                  tmp_->file(v) + " --variant " + v + " --window 16" + extra);
       ASSERT_EQ(r.code, 0) << r.out;
     }
   }
@@ -171,12 +172,31 @@ TEST_F(DistTrain, LayoutsMatchOneProcess) {
 
 TEST_F(DistTrain, TensorParallelGenerationMatches) {
   for (const std::string v : {"softmax", "gla"}) {
-    const std::string args = " generate --model " + model(v) + " --prompt 'Once upon a time' --max-new-tokens 48 --quiet";
+    const std::string args =
+        " generate --model " + model(v) + " --prompt 'Once upon a time' --max-new-tokens 48 --quiet";
     Proc one = sh(launch(0) + args), two = sh(launch(2) + args + " --tp 2");
     ASSERT_EQ(one.code, 0) << one.out;
     ASSERT_EQ(two.code, 0) << two.out;
     EXPECT_GT(one.out.size(), 60u) << one.out;
     EXPECT_EQ(two.out, one.out) << v << ": tp = 2 greedy text differs from one process";
+  }
+}
+
+// Perplexity under tensor parallelism (the vocab-parallel loss) and with the chunks shared by dp ranks.
+TEST_F(DistTrain, EvalMatchesOneProcess) {
+  const std::string args = " eval --model " + model("gla") + " --text " +
+                           source_path("assets/text/tinystories_valid_head.txt") + " --chunk-length 64 --max-chunks 12";
+  auto loss_of = [](const Proc& p) {
+    const size_t at = p.out.find("loss ");
+    return at == std::string::npos ? NAN : std::stod(p.out.substr(at + 5));
+  };
+  Proc one = sh(launch(0) + args);
+  ASSERT_EQ(one.code, 0) << one.out;
+  for (auto [np, flags] : {std::pair<int, const char*>{2, " --tp 2"}, {2, ""}, {4, " --tp 2"}}) {
+    Proc p = sh(launch(np) + args + flags);
+    ASSERT_EQ(p.code, 0) << p.out;
+    EXPECT_NEAR(loss_of(p), loss_of(one), 1e-5 * loss_of(one))
+        << "eval on " << np << " ranks" << flags << ": " << p.out;
   }
 }
 
