@@ -149,6 +149,15 @@ void agree(Communicator& world, const std::function<void()>& setup) {
   throw QuietError();
 }
 
+[[noreturn]] void fail_on_every_rank(Communicator& world, const std::string& message) {
+  if (world.size() == 1) LIGER_FAIL("%s", message.c_str());
+  if (world.rank() == 0) {
+    std::fprintf(stderr, "liger: error: %s\n", message.c_str());
+    std::fflush(stderr);
+  }
+  throw QuietError();
+}
+
 std::unique_ptr<Runtime> Runtime::single() {
   std::unique_ptr<Runtime> rt(new Runtime());
   rt->world_ = make_local_communicator();

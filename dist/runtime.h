@@ -85,6 +85,10 @@ int cuda_device_for(const WorldInfo& w, int device_count);
 // stops them all, with no rank left waiting in a collective. In a one-rank world the Error itself propagates.
 void agree(Communicator& world, const std::function<void()>& setup);
 
+// An error that every rank meets identically (the same data, the same reduced values): rank 0 prints it, every rank
+// throws QuietError (exit 1, no abort, nobody waiting). In a one-rank world: a liger::Error with the message.
+[[noreturn]] void fail_on_every_rank(Communicator& world, const std::string& message);
+
 // An error already reported by another path (agree); main() exits 1 without printing it again.
 struct QuietError : std::exception {
   const char* what() const noexcept override { return "error reported above"; }

@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "dist/runtime.h"
 #include "launcher/commands.h"
+#include "train/preemption.h"
 #include "train/train_options.h"
 
 namespace liger::cli {
@@ -29,6 +30,12 @@ int cmd_train(const std::vector<std::string>& args) {
   po::notify(vm);
   finish_train_config(cfg, targets, schedule);
   TrainResult r = train(cfg);
+  if (r.preempted) {
+    if (dist::world_rank() == 0)
+      std::printf("stopped by a signal after step %lld; checkpoint %s; exit %d asks for a requeue (--resume auto)\n",
+                  static_cast<long long>(r.steps), r.last_checkpoint.c_str(), kRequeueExitCode);
+    return kRequeueExitCode;
+  }
   if (dist::world_rank() == 0)  // every rank returns the same result; rank 0 reports it
     std::printf("trained %lld steps; final validation loss %.4f; checkpoint %s\n", static_cast<long long>(r.steps),
               r.final_val_loss, r.last_checkpoint.c_str());

@@ -1,12 +1,14 @@
 #include "train/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -329,6 +331,22 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
   return run_dir + "/" + step_name(step);
 }
 
+namespace {
+
+// Test hook (tests/train/test_faults.cpp): with LIGER_TEST_KILL_IN_CHECKPOINT=N in the environment, the process kills
+// itself with SIGKILL at the N-th point (1-based, counted over every checkpoint this process writes) of the sequence
+// below, so a test can stop a write at every point of it. Without the variable nothing happens.
+void kill_point() {
+  static const long target = [] {
+    const char* e = std::getenv("LIGER_TEST_KILL_IN_CHECKPOINT");
+    return e ? std::atol(e) : 0L;
+  }();
+  static long reached = 0;
+  if (target > 0 && ++reached == target) ::raise(SIGKILL);
+}
+
+}  // namespace
+
 std::string write_checkpoint(const std::string& run_dir, int64_t step, const CheckpointData& data) {
   LIGER_CHECK(step >= 0, "%s: cannot write a checkpoint of negative step %lld", run_dir.c_str(),
               static_cast<long long>(step));
@@ -355,6 +373,7 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
   LIGER_CHECK(!ec, "%s: cannot remove a leftover of an unfinished write (%s)", tmp.c_str(), ec.message().c_str());
   LIGER_CHECK(fs::create_directory(tmp, ec) && !ec, "%s: cannot create (%s)", tmp.c_str(),
               ec ? ec.message().c_str() : "exists");
+  kill_point();  // 1: an empty .tmp directory
 
   try {
     std::vector<std::string> names;
@@ -362,11 +381,13 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
       const std::string name = group + ".safetensors";
       write_safetensors(tmp + "/" + name, tf.tensors, tf.metadata);  // written as name.tmp, fsynced, renamed
       names.push_back(name);
+      kill_point();  // after each tensor file
     }
     for (const auto& [doc, j] : data.json) {
       const std::string name = doc + ".json";
       write_file_synced(tmp + "/" + name, j.dump(2) + "\n");
       names.push_back(name);
+      kill_point();  // after each JSON file
     }
     std::sort(names.begin(), names.end());
     Json files = Json::array();
@@ -377,7 +398,9 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
     }
     Json manifest = {{"format", kFormat}, {"version", kCheckpointFormatVersion}, {"step", step}, {"files", files}};
     write_file_synced(tmp + "/" + kManifest, manifest.dump(2) + "\n");
+    kill_point();  // the manifest written, the directory not yet synced
     fsync_dir(tmp);
+    kill_point();  // complete under its .tmp name
 
     if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) {
       const int err = errno;
@@ -405,12 +428,47 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
       }
       if (ec) LOG_WARN("%s: could not remove the replaced checkpoint (%s)", run_dir.c_str(), ec.message().c_str());
     }
+    kill_point();  // renamed, the run directory not yet synced
     fsync_dir(run_dir);
+    kill_point();  // done
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;
   }
   return final_dir;
+}
+
+AsyncCheckpointWriter::AsyncCheckpointWriter(std::string run_dir, int keep_last)
+    : run_dir_(std::move(run_dir)), keep_last_(keep_last) {}
+
+AsyncCheckpointWriter::~AsyncCheckpointWriter() {
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    LOG_WARN("%s: checkpoint write failed: %s", run_dir_.c_str(), e.what());
+  }
+}
+
+void AsyncCheckpointWriter::submit(int64_t step, CheckpointData data) {
+  wait();
+  thread_ = std::thread([this, step, data = std::move(data)] {
+    try {
+      last_ = write_checkpoint(run_dir_, step, data);
+      prune_checkpoints(run_dir_, keep_last_);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  });
+}
+
+std::string AsyncCheckpointWriter::wait() {
+  if (thread_.joinable()) thread_.join();
+  if (error_) {
+    std::exception_ptr e = error_;
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+  return last_;
 }
 
 std::vector<CheckpointInfo> list_checkpoints(const std::string& run_dir) {

@@ -21,8 +21,10 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <exception>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -62,6 +64,27 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step);
 // file systems without it: old aside, new in place, old removed). Tensors on any device are copied to the host.
 // Errors (bad names, I/O failures) name the path; the .tmp directory is removed on failure.
 std::string write_checkpoint(const std::string& run_dir, int64_t step, const CheckpointData& data);
+
+// Writes checkpoints on a thread of its own, one at a time, then prunes to keep_last (DESIGN.md §6): the training
+// steps go on while the files are written and fsynced. The data handed over must be host copies that nothing else
+// changes (AdamW::export_state makes them; copy the parameters). submit() first waits for the previous write; wait()
+// for the last one and returns its directory. An error of a write is raised by the next submit() or wait().
+class AsyncCheckpointWriter {
+ public:
+  AsyncCheckpointWriter(std::string run_dir, int keep_last);
+  ~AsyncCheckpointWriter();  // waits; an error then is logged
+  AsyncCheckpointWriter(const AsyncCheckpointWriter&) = delete;
+  AsyncCheckpointWriter& operator=(const AsyncCheckpointWriter&) = delete;
+  void submit(int64_t step, CheckpointData data);
+  std::string wait();
+
+ private:
+  std::string run_dir_;
+  int keep_last_;
+  std::thread thread_;
+  std::string last_;
+  std::exception_ptr error_;
+};
 
 // The directories named step_<digits> in run_dir (no verification; .tmp directories excluded), oldest first. An
 // absent run_dir gives an empty list.

@@ -31,6 +31,8 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
       "grad-accum", po::value(&cfg.grad_accum)->default_value(8), "micro-steps per optimizer step and rank")(
       "global-batch", po::value(&cfg.global_batch)->default_value(0),
       "sequences per optimizer step over all ranks (sets grad-accum; 0: micro-batch x grad-accum x dp)")(
+      "max-bad-steps", po::value(&cfg.max_bad_steps)->default_value(5),
+      "stop after N steps in a row with a non-finite loss or gradient (each is skipped on every rank)")(
       "deterministic", po::value(&cfg.deterministic)->default_value(false)->implicit_value(true),
       "sum micro-batch gradients in global sample order: bitwise the same for any dp")(
       "epochs", po::value(&cfg.epochs)->default_value(2), "passes over the training chunks")(

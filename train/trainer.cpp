@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/check.h"
 #include "core/log.h"
@@ -15,6 +16,7 @@
 #include "model/train_step.h"
 #include "train/adapter_sync.h"
 #include "train/checkpoint.h"
+#include "train/preemption.h"
 
 namespace liger {
 
@@ -33,6 +35,7 @@ void TrainConfig::validate() const {
               "--max-steps, --eval-every, --eval-chunks, --save-every must be >= 0 and --log-every >= 1");
   LIGER_CHECK(keep_last >= 1, "--keep-last must be >= 1");
   LIGER_CHECK(global_batch >= 0, "--global-batch must be >= 0 (0: micro_batch x grad_accum x dp)");
+  LIGER_CHECK(max_bad_steps >= 1, "--max-bad-steps must be >= 1");
   dist.validate();
   lora.validate();
   optim.validate();
@@ -113,6 +116,18 @@ double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLo
   return tokens > 0 ? sum / tokens : NAN;
 }
 
+// Whether every value of a host f32 / f64 buffer is finite.
+bool all_finite(const Tensor& t) {
+  if (t.dtype() == DType::F64) {
+    for (int64_t i = 0; i < t.numel(); i++)
+      if (!std::isfinite(t.ptr<double>()[i])) return false;
+    return true;
+  }
+  for (int64_t i = 0; i < t.numel(); i++)
+    if (!std::isfinite(t.ptr<float>()[i])) return false;
+  return true;
+}
+
 void append_jsonl(const std::string& path, const Json& j) {
   std::ofstream f(path, std::ios::app);
   f << j.dump() << "\n";
@@ -163,7 +178,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   std::unique_ptr<DataLoader> data;
   LoraAdapters lora;
   std::unique_ptr<AdamW> opt;
-  int64_t total = 0, start = 0;
+  int64_t total = 0, start = 0, bad_in_a_row = 0;
   std::string resume_dir;
   int64_t latest_step = -1;
   dist::agree(rt->world(), [&] {
@@ -230,6 +245,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     LIGER_CHECK(consumed == step * per_step, "%s: %lld samples consumed at step %lld do not match a global batch of %lld",
                 ts_path.c_str(), static_cast<long long>(consumed), static_cast<long long>(step),
                 static_cast<long long>(per_step));
+    if (json_has(ts, "bad_steps_in_a_row")) bad_in_a_row = json_int(ts, "bad_steps_in_a_row", ts_path);
     lora.load_parameters(ck.tensors.at("adapter_model").tensors, resume_dir + "/adapter_model.safetensors");
     opt->import_state(ck.tensors.at("optimizer").tensors, resume_dir + "/optimizer.safetensors");
     start = step;
@@ -253,10 +269,18 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       static_cast<long long>(per_step), static_cast<long long>(per_rank), static_cast<long long>(cfg.micro_batch),
       static_cast<long long>(grad_accum), cfg.deterministic ? "; deterministic" : "");
 
+  // Checkpoints: rank 0 hands host copies of the state to the writer thread, so the next steps overlap the write.
+  AsyncCheckpointWriter writer(cfg.out, static_cast<int>(cfg.keep_last));
   auto save = [&](int64_t step) {
-    if (!root) return std::string();
+    if (!root) return;
+    NamedTensors params;
+    for (auto& [name, p] : lora.parameters()) {
+      Tensor c = Tensor::empty(p.shape(), p.dtype(), Device::CPU);
+      copy(c, p);
+      params.push_back({name, c});
+    }
     CheckpointData ck;
-    ck.tensors["adapter_model"] = TensorFile{lora.parameters(), {{"format", "pt"}}};
+    ck.tensors["adapter_model"] = TensorFile{params, {{"format", "pt"}}};
     ck.tensors["optimizer"] = TensorFile{opt->export_state(), {}};
     ck.json["adapter_config"] = lora.adapter_config(cfg.model);
     ck.json["trainer_state"] = {{"step", step},
@@ -264,11 +288,21 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                                 {"settings", settings},
                                 {"samples_consumed", step * per_step},
                                 {"global_batch", per_step},
+                                {"bad_steps_in_a_row", bad_in_a_row},
                                 {"layout", {{"dp", rt->dp()}, {"tp", rt->tp()}}}};
-    const std::string dir = write_checkpoint(cfg.out, step, ck);
-    prune_checkpoints(cfg.out, static_cast<int>(cfg.keep_last));
-    return dir;
+    writer.submit(step, std::move(ck));
   };
+  install_stop_signals();
+  // Test hook (tests/train/test_faults.cpp): LIGER_TEST_NAN_STEPS="3,4" puts a NaN into the gradients of rank
+  // LIGER_TEST_NAN_RANK (default 0) at those (1-based) steps.
+  std::vector<int64_t> nan_steps;
+  int nan_rank = 0;
+  if (const char* e = std::getenv("LIGER_TEST_NAN_STEPS")) {
+    std::stringstream ss(e);
+    for (std::string item; std::getline(ss, item, ',');)
+      if (!item.empty()) nan_steps.push_back(std::stoll(item));
+    if (const char* r = std::getenv("LIGER_TEST_NAN_RANK")) nan_rank = std::atoi(r);
+  }
 
   TrainResult res;
   const bool tty = root && isatty(fileno(stderr));
@@ -300,6 +334,11 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       if (cfg.deterministic) sync.stash_micro_batch(b.supervised > 0);
     }
     double loss = 0.0;
+    if (rt->rank() == nan_rank && std::find(nan_steps.begin(), nan_steps.end(), step + 1) != nan_steps.end()) {
+      Tensor nan = Tensor::from_f32({1}, {NAN});
+      copy(work.grad_buffer().slice(0, 1), nan);
+      if (cfg.deterministic) LOG_WARN("test hook: NaN in the deterministic stash is not injected");
+    }
     if (cfg.deterministic) {
       sync.reduce_stash();
       const std::vector<double> all = rt->dp_comm().all_gather_values(sample_loss);
@@ -311,11 +350,35 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       tokens = 0;
       for (int d = 0; d < rt->dp(); d++) loss += both[static_cast<size_t>(2 * d)], tokens += both[2 * d + 1];
     }
-    AdamWStepStats os = sync.step(*opt);
     loss /= static_cast<double>(per_step);
+    const int64_t done = step + 1;
+    // Every rank holds the reduced loss and the assembled gradients, so every rank reaches the same verdict: a NaN on
+    // one rank reached all of them through the sums.
+    if (!std::isfinite(loss) || !all_finite(lora.grad_buffer())) {
+      bad_in_a_row++;
+      res.skipped_steps++;
+      LOG_WARN("step %lld: non-finite %s; the step is skipped on every rank (%lld in a row, --max-bad-steps %lld)",
+               static_cast<long long>(done), std::isfinite(loss) ? "gradients" : "loss",
+               static_cast<long long>(bad_in_a_row), static_cast<long long>(cfg.max_bad_steps));
+      if (root) append_jsonl(metrics, {{"step", done}, {"skipped", true}, {"bad_steps_in_a_row", bad_in_a_row}});
+      if (bad_in_a_row >= cfg.max_bad_steps) {
+        const std::string last = root ? writer.wait() : std::string();
+        const auto good = root ? find_latest_complete(cfg.out) : std::nullopt;
+        dist::fail_on_every_rank(
+            rt->world(), strfmt("%lld steps in a row had a non-finite loss or gradients (the last at step %lld); "
+                                "stopping. The last good checkpoint, %s, is intact: look at the data of those steps, "
+                                "or lower --lr, and resume",
+                                static_cast<long long>(bad_in_a_row), static_cast<long long>(done),
+                                good ? good->dir.c_str() : "(none yet)"));
+      }
+      res.losses.push_back(loss);
+      res.steps = done;
+      continue;
+    }
+    bad_in_a_row = 0;
+    AdamWStepStats os = sync.step(*opt);
     res.losses.push_back(loss);
     tokens_done += tokens;
-    const int64_t done = step + 1;
     if (root && (done % cfg.log_every == 0 || done == total)) {
       const double tps = tokens_done / std::max(clock.seconds(), 1e-9);
       const double eta = (total - done) * clock.seconds() / static_cast<double>(done - start);
@@ -337,15 +400,25 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
         std::fprintf(stderr, "%sstep %lld  validation loss %.4f\n", tty ? "\n" : "", static_cast<long long>(done), vl);
       }
     }
-    const bool stopping = stop_after > 0 && done - start >= stop_after;
+    // A stop signal on any rank stops every rank after this step (one small all-reduce per step).
+    const bool signalled = rt->world().all_reduce_value(static_cast<int64_t>(stop_signal()), dist::ReduceOp::Max) > 0;
+    const bool stopping = (stop_after > 0 && done - start >= stop_after) || signalled;
     if ((cfg.save_every > 0 && done % cfg.save_every == 0) || done == total || stopping) {
-      res.last_checkpoint = root ? save(done) : checkpoint_dir(cfg.out, done);
-      rt->world().barrier();  // the checkpoint is complete before any rank goes on (or returns)
+      save(done);
+      res.last_checkpoint = checkpoint_dir(cfg.out, done);
     }
     res.steps = done;
+    if (signalled) {
+      res.preempted = true;
+      LOG_INFO("stop signal: checkpoint of step %lld, then exit %d (requeue)", static_cast<long long>(done),
+               kRequeueExitCode);
+    }
     if (stopping) break;
   }
+  if (root) writer.wait();   // the last checkpoint is complete (an error of its write is raised here)
+  rt->world().barrier();     // before any rank returns
   if (tty) std::fputs("\n", stderr);
+  if (res.preempted) return res;  // no final evaluation: the job is being stopped
   res.final_val_loss =
       data->num_validation_chunks() > 0 ? validation_loss(*model, work, *data, cfg.eval_chunks, *rt) : NAN;
   if (root && std::isfinite(res.final_val_loss))

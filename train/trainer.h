@@ -29,6 +29,9 @@ struct TrainConfig {
                                // it sets grad_accum = global_batch / (micro_batch x dp), which must divide
   dist::DistConfig dist;       // tp, dp, backend, rendezvous (launched by mpirun or srun: dist/runtime.h)
   bool deterministic = false;  // micro-batch gradients summed in global sample order: bitwise the same for any dp
+  int64_t max_bad_steps = 5;   // a step whose loss or gradients are not finite (on any rank) is skipped on every rank,
+                               // the optimizer untouched; after this many in a row the run stops, its last good
+                               // checkpoint intact
   int64_t epochs = 2;          // passes over the training chunks (the paper: 2)
   int64_t max_steps = 0;       // stop after this many optimizer steps (0: the epochs decide)
   int64_t log_every = 1;       // print and record metrics every N steps
@@ -50,13 +53,17 @@ struct TrainResult {
   std::vector<double> losses;   // mean training loss of each step run by this call
   double final_val_loss = 0.0;  // mean validation loss at the end (NaN without validation data)
   std::string last_checkpoint;
+  bool preempted = false;       // stopped by SIGUSR1 / SIGTERM after writing the checkpoint of its last step
+  int64_t skipped_steps = 0;    // steps of this call skipped for a non-finite loss or gradient
 };
 
 // Runs (or resumes) the training described by `cfg`; stops early after `stop_after` steps of this call when > 0
 // (used to simulate an interrupted run in tests), writing a checkpoint there. Under mpirun / srun every rank calls
 // it: the grid comes from cfg.dist (dist/runtime.h); samples are addressed by global index (step x global batch + j,
 // rank d of dp taking j in [d n, d n + n), n = micro_batch x grad_accum), so the data order does not depend on dp.
-// Rank 0 alone prints progress, writes metrics, config.json and checkpoints; every rank returns the same result.
+// Rank 0 alone prints progress, writes metrics, config.json and checkpoints (on a thread of its own, so the steps go on
+// while they are written); every rank returns the same result. SIGUSR1 / SIGTERM (train/preemption.h) on any rank stop
+// every rank after the current step with a checkpoint of it (result.preempted).
 TrainResult train(const TrainConfig& cfg, int64_t stop_after = 0);
 
 }  // namespace liger
