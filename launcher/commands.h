@@ -12,5 +12,6 @@ int cmd_bench(const std::vector<std::string>& args);
 int cmd_train(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_export(const std::vector<std::string>& args);
+int cmd_slurm(const std::vector<std::string>& args);
 
 }  // namespace liger::cli
