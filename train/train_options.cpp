@@ -31,6 +31,8 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
       "grad-accum", po::value(&cfg.grad_accum)->default_value(8), "micro-steps per optimizer step and rank")(
       "global-batch", po::value(&cfg.global_batch)->default_value(0),
       "sequences per optimizer step over all ranks (sets grad-accum; 0: micro-batch x grad-accum x dp)")(
+      "collective-timeout", po::value(&cfg.collective_timeout_s)->default_value(600.0),
+      "seconds without progress (a dead or hung peer rank) before the job stops naming it; 0: off")(
       "max-bad-steps", po::value(&cfg.max_bad_steps)->default_value(5),
       "stop after N steps in a row with a non-finite loss or gradient (each is skipped on every rank)")(
       "deterministic", po::value(&cfg.deterministic)->default_value(false)->implicit_value(true),

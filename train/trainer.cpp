@@ -14,6 +14,7 @@
 #include "data/tokenizer.h"
 #include "model/llama.h"
 #include "model/train_step.h"
+#include "dist/watchdog.h"
 #include "train/adapter_sync.h"
 #include "train/checkpoint.h"
 #include "train/preemption.h"
@@ -36,6 +37,7 @@ void TrainConfig::validate() const {
   LIGER_CHECK(keep_last >= 1, "--keep-last must be >= 1");
   LIGER_CHECK(global_batch >= 0, "--global-batch must be >= 0 (0: micro_batch x grad_accum x dp)");
   LIGER_CHECK(max_bad_steps >= 1, "--max-bad-steps must be >= 1");
+  LIGER_CHECK(collective_timeout_s >= 0, "--collective-timeout must be >= 0 (0: off)");
   dist.validate();
   lora.validate();
   optim.validate();
@@ -94,7 +96,7 @@ Batch make_batch(const Chunk& c) {
 // Mean validation loss: chunk i is evaluated by dp rank i % dp (the whole tp group together); the per-chunk sums are
 // gathered and added in chunk order, so the figure does not depend on the layout beyond rounding inside the model.
 double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLoader& data, int64_t limit,
-                       dist::Runtime& rt) {
+                       dist::Runtime& rt, dist::Watchdog& watchdog) {
   const int64_t n = limit > 0 ? std::min(limit, data.num_validation_chunks()) : data.num_validation_chunks();
   const int64_t dp = rt.dp(), per = (n + dp - 1) / dp;
   std::vector<double> mine(static_cast<size_t>(2 * per), 0.0);  // (sum, tokens) of chunks dp_rank, dp_rank + dp, ...
@@ -102,6 +104,7 @@ double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLo
     const int64_t i = k * dp + rt.dp_rank();
     if (i >= n) break;
     Batch b = make_batch(data.validation_chunk(i));
+    watchdog.progress();
     StepStats s = eval_step(model, &lora, b.ids, b.targets, &b.doc_starts);
     mine[static_cast<size_t>(2 * k)] = s.loss_sum;
     mine[static_cast<size_t>(2 * k + 1)] = static_cast<double>(s.tokens);
@@ -126,6 +129,28 @@ bool all_finite(const Tensor& t) {
   for (int64_t i = 0; i < t.numel(); i++)
     if (!std::isfinite(t.ptr<float>()[i])) return false;
   return true;
+}
+
+// After a resume at `step`: metrics.jsonl keeps the records of steps <= step (those the checkpoint includes), so the
+// file of a run that was interrupted and resumed, any number of times, reads as one uninterrupted run. A line torn by a
+// crash is dropped too. Rewritten atomically.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+    if (j["step"].get<int64_t>() <= step) kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    LIGER_CHECK(out.good(), "%s: write failed", tmp.c_str());
+  }
+  fs::rename(tmp, path);
 }
 
 void append_jsonl(const std::string& path, const Json& j) {
@@ -259,6 +284,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     f << settings.dump(2) << "\n";
   }
   const std::string metrics = (fs::path(cfg.out) / "metrics.jsonl").string();
+  if (root && !cfg.resume.empty()) truncate_metrics(metrics, start);
   const int64_t nc = data->num_chunks();
   LOG_INFO(
       "train: %s on %s (%s); %s; LoRA r=%lld on %zu targets (%lld parameters); %lld chunks x %lld tokens, %lld steps "
@@ -304,6 +330,8 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     if (const char* r = std::getenv("LIGER_TEST_NAN_RANK")) nan_rank = std::atoi(r);
   }
 
+  // From here on a dead or hung peer must not hang this rank (heartbeats in the run directory).
+  dist::Watchdog watchdog(cfg.out + "/.heartbeat", rt->rank(), rt->size(), cfg.collective_timeout_s);
   TrainResult res;
   const bool tty = root && isatty(fileno(stderr));
   Timer clock;
@@ -318,6 +346,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       const int64_t g = step * per_step + rt->dp_rank() * per_rank + j;
       Batch b = make_batch(data->chunk(g / nc, g % nc));
       const bool last = j == per_rank - 1;
+      watchdog.progress();
       if (b.supervised > 0) {
         const float scale = 1.0f / static_cast<float>(b.supervised * per_step);
         auto hook = [&](int64_t l) {
@@ -331,14 +360,12 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       } else {
         sample_loss.push_back(0.0);
       }
+      if (last && rt->rank() == nan_rank &&
+          std::find(nan_steps.begin(), nan_steps.end(), step + 1) != nan_steps.end())
+        copy(work.grad_buffer().slice(0, 1), Tensor::from_f32({1}, {NAN}));  // the test hook above
       if (cfg.deterministic) sync.stash_micro_batch(b.supervised > 0);
     }
     double loss = 0.0;
-    if (rt->rank() == nan_rank && std::find(nan_steps.begin(), nan_steps.end(), step + 1) != nan_steps.end()) {
-      Tensor nan = Tensor::from_f32({1}, {NAN});
-      copy(work.grad_buffer().slice(0, 1), nan);
-      if (cfg.deterministic) LOG_WARN("test hook: NaN in the deterministic stash is not injected");
-    }
     if (cfg.deterministic) {
       sync.reduce_stash();
       const std::vector<double> all = rt->dp_comm().all_gather_values(sample_loss);
@@ -352,9 +379,12 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     }
     loss /= static_cast<double>(per_step);
     const int64_t done = step + 1;
+    watchdog.progress();
     // Every rank holds the reduced loss and the assembled gradients, so every rank reaches the same verdict: a NaN on
     // one rank reached all of them through the sums.
-    if (!std::isfinite(loss) || !all_finite(lora.grad_buffer())) {
+    const bool finite = std::isfinite(loss) && all_finite(lora.grad_buffer());
+    AdamWStepStats os;
+    if (!finite) {
       bad_in_a_row++;
       res.skipped_steps++;
       LOG_WARN("step %lld: non-finite %s; the step is skipped on every rank (%lld in a row, --max-bad-steps %lld)",
@@ -362,7 +392,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                static_cast<long long>(bad_in_a_row), static_cast<long long>(cfg.max_bad_steps));
       if (root) append_jsonl(metrics, {{"step", done}, {"skipped", true}, {"bad_steps_in_a_row", bad_in_a_row}});
       if (bad_in_a_row >= cfg.max_bad_steps) {
-        const std::string last = root ? writer.wait() : std::string();
+        if (root) writer.wait();
         const auto good = root ? find_latest_complete(cfg.out) : std::nullopt;
         dist::fail_on_every_rank(
             rt->world(), strfmt("%lld steps in a row had a non-finite loss or gradients (the last at step %lld); "
@@ -371,15 +401,14 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                                 static_cast<long long>(bad_in_a_row), static_cast<long long>(done),
                                 good ? good->dir.c_str() : "(none yet)"));
       }
-      res.losses.push_back(loss);
-      res.steps = done;
-      continue;
+      // The step counts (its samples are consumed) and may still be checkpointed or stopped at, below.
+    } else {
+      bad_in_a_row = 0;
+      os = sync.step(*opt);
+      tokens_done += tokens;
     }
-    bad_in_a_row = 0;
-    AdamWStepStats os = sync.step(*opt);
     res.losses.push_back(loss);
-    tokens_done += tokens;
-    if (root && (done % cfg.log_every == 0 || done == total)) {
+    if (finite && root && (done % cfg.log_every == 0 || done == total)) {
       const double tps = tokens_done / std::max(clock.seconds(), 1e-9);
       const double eta = (total - done) * clock.seconds() / static_cast<double>(done - start);
       append_jsonl(metrics, {{"step", done},
@@ -394,7 +423,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                    fmt_duration(eta).c_str(), tty ? "   " : "\n");
     }
     if (cfg.eval_every > 0 && done % cfg.eval_every == 0 && data->num_validation_chunks() > 0) {
-      const double vl = validation_loss(*model, work, *data, cfg.eval_chunks, *rt);
+      const double vl = validation_loss(*model, work, *data, cfg.eval_chunks, *rt, watchdog);
       if (root) {
         append_jsonl(metrics, {{"step", done}, {"val_loss", vl}});
         std::fprintf(stderr, "%sstep %lld  validation loss %.4f\n", tty ? "\n" : "", static_cast<long long>(done), vl);
@@ -420,7 +449,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   if (tty) std::fputs("\n", stderr);
   if (res.preempted) return res;  // no final evaluation: the job is being stopped
   res.final_val_loss =
-      data->num_validation_chunks() > 0 ? validation_loss(*model, work, *data, cfg.eval_chunks, *rt) : NAN;
+      data->num_validation_chunks() > 0 ? validation_loss(*model, work, *data, cfg.eval_chunks, *rt, watchdog) : NAN;
   if (root && std::isfinite(res.final_val_loss))
     append_jsonl(metrics, {{"step", res.steps}, {"val_loss", res.final_val_loss}});
   return res;

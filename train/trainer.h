@@ -29,6 +29,8 @@ struct TrainConfig {
                                // it sets grad_accum = global_batch / (micro_batch x dp), which must divide
   dist::DistConfig dist;       // tp, dp, backend, rendezvous (launched by mpirun or srun: dist/runtime.h)
   bool deterministic = false;  // micro-batch gradients summed in global sample order: bitwise the same for any dp
+  double collective_timeout_s = 600;  // a rank that makes no progress for this long (waiting for a dead or hung peer)
+                                     // ends the job naming the peer (dist/watchdog.h); 0: off
   int64_t max_bad_steps = 5;   // a step whose loss or gradients are not finite (on any rank) is skipped on every rank,
                                // the optimizer untouched; after this many in a row the run stops, its last good
                                // checkpoint intact

@@ -20,6 +20,7 @@
 
 #include "core/json.h"
 #include "core/safetensors.h"
+#include "tests/common/proc.h"
 #include "tests/common/test_util.h"
 #include "train/checkpoint.h"
 
@@ -27,55 +28,16 @@ namespace liger {
 namespace {
 
 namespace fs = std::filesystem;
+using test::adapters;
+using test::launch;
 using test::liger_binary;
+using test::loss_text;
+using test::Proc;
+using test::sh;
+using test::train_args;
 using test::source_path;
 using test::TempDir;
 
-struct Proc {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
-
-Proc sh(const std::string& cmd) {
-  Proc r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-// The liger program as np MPI ranks (np = 0: one plain process, no mpirun). One BLAS thread per rank: the ranks
-// share two cores.
-std::string launch(int np) {
-  const std::string bin = liger_binary();
-  if (np == 0) return "OPENBLAS_NUM_THREADS=1 " + bin;
-  return std::string(LIGER_MPIEXEC) + " -n " + std::to_string(np) +
-         " --oversubscribe --allow-run-as-root -x OPENBLAS_NUM_THREADS=1 " + bin;
-}
-
-// A small training run: 4 sequences of 64 tokens per step (the global batch), window 16.
-std::string train_args(const std::string& model, const std::string& out, int steps, int global_batch = 4) {
-  return " train --model " + model + " --out " + out + " --data " +
-         source_path("assets/text/tinystories_valid_head.txt") +
-         " --data-format text --chunk-length 64 --validation-count 8 --validation-fraction 0 --epochs 1"
-         " --eval-chunks 4 --log-every 1 --micro-batch 1 --global-batch " +
-         std::to_string(global_batch) + " --max-steps " + std::to_string(steps);
-}
-
-// step -> the "loss" field's text (exact digits, for bitwise comparisons) from metrics.jsonl.
-std::map<int64_t, std::string> loss_text(const std::string& run) {
-  std::map<int64_t, std::string> m;
-  std::ifstream f(run + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) {
-    Json j = Json::parse(line);
-    if (j.contains("loss")) m[j["step"].get<int64_t>()] = j["loss"].dump();
-  }
-  return m;
-}
 std::map<int64_t, double> losses(const std::string& run) {
   std::map<int64_t, double> m;
   for (auto& [s, t] : loss_text(run)) m[s] = std::stod(t);
@@ -88,14 +50,6 @@ std::map<int64_t, double> grad_norms(const std::string& run) {
     Json j = Json::parse(line);
     if (j.contains("grad_norm")) m[j["step"].get<int64_t>()] = j["grad_norm"].get<double>();
   }
-  return m;
-}
-
-// Every adapter tensor of a checkpoint (f32 values).
-std::map<std::string, std::vector<float>> adapters(const std::string& ckpt) {
-  std::map<std::string, std::vector<float>> m;
-  auto f = SafetensorsFile::open(ckpt + "/adapter_model.safetensors");
-  for (const SafetensorsEntry& e : f->entries()) m[e.name] = f->tensor(e.name).to_f32_vector();
   return m;
 }
 
