@@ -15,6 +15,7 @@ namespace liger::cli {
 namespace po = boost::program_options;
 
 int cmd_train(const std::vector<std::string>& args) {
+  install_stop_signals();  // first: a SIGUSR1 / SIGTERM during start-up must not kill the rank (it stops after a step)
   TrainConfig cfg;
   std::string targets, schedule, config_file;
   po::options_description desc = train_options(cfg, &targets, &schedule);
