@@ -13,6 +13,7 @@
 #include "model/lora.h"
 #include "model/train_step.h"
 #include "train/adapter_sync.h"
+#include "train/checkpoint.h"
 #include "train/train_options.h"
 #include "train/trainer.h"
 
@@ -120,6 +121,11 @@ int bench_train(const std::vector<std::string>& args) {
       "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
       "iters", po::value(&iters)->default_value(6), "timed steps (the median is reported)")(
       "profile", po::bool_switch(&profile), "after the timed steps, profiled steps: time per section (syncs)");
+  int64_t save_every = 0;
+  std::string save_dir;
+  desc.add_options()("save-every", po::value(&save_every)->default_value(0),
+                     "write a checkpoint (adapters + AdamW state, asynchronously, as the trainer does) every N steps")(
+      "save-dir", po::value(&save_dir)->default_value("bench-checkpoints"), "where --save-every writes them");
   dist::DistConfig dc;
   desc.add(dist_options(dc));
   po::variables_map vm;
@@ -163,6 +169,8 @@ int bench_train(const std::vector<std::string>& args) {
   const Tensor tids = Tensor::from_i32({batch, seq}, ids), ttg = Tensor::from_i32({batch, seq}, tg);
   std::vector<double> times;
   double loss = 0;
+  AsyncCheckpointWriter writer(save_dir, 2);
+  int64_t steps_done = 0;
   auto step = [&] {
     sync.zero_grad();
     const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq * rt->dp()),
@@ -171,6 +179,19 @@ int bench_train(const std::vector<std::string>& args) {
     sync.finish_gradients();
     sync.step(opt);
     loss = st.loss_sum / static_cast<double>(st.tokens);
+    if (save_every > 0 && ++steps_done % save_every == 0 && rt->is_root()) {
+      CheckpointData ck;  // host copies, handed to the writer thread; the next step goes on meanwhile
+      NamedTensors params;
+      for (auto& [name, p] : host.parameters()) {
+        Tensor c = Tensor::empty(p.shape(), p.dtype(), Device::CPU);
+        copy(c, p);
+        params.push_back({name, c});
+      }
+      ck.tensors["adapter_model"] = TensorFile{params, {{"format", "pt"}}};
+      ck.tensors["optimizer"] = TensorFile{opt.export_state(), {}};
+      ck.json["trainer_state"] = {{"step", steps_done}};
+      writer.submit(steps_done, std::move(ck));
+    }
   };
   for (int i = 0; i < warmup + iters; i++) {
     ctx.synchronize();
@@ -189,7 +210,8 @@ int bench_train(const std::vector<std::string>& args) {
   std::printf("bench train shape=%s variant=%s B=%lld T=%lld device=%s dtype=%s lora r=%lld targets=%s\n",
               shape.c_str(), variant.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
               ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str());
-  std::printf("  %s\n", rt->describe().c_str());
+  std::printf("  %s%s\n", rt->describe().c_str(),
+              save_every > 0 ? strfmt("; a checkpoint every %lld steps", static_cast<long long>(save_every)).c_str() : "");
   std::printf("  median step %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s (last loss %.3f)\n", med * 1e3,
               times.front() * 1e3, times.back() * 1e3, iters, static_cast<double>(job_tokens) / med, loss);
   std::printf("  peak memory held by liger: %.1f MiB (weights %.1f MiB)\n", ms.peak / 1048576.0,
