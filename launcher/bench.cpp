@@ -123,6 +123,9 @@ int bench_train(const std::vector<std::string>& args) {
       "profile", po::bool_switch(&profile), "after the timed steps, profiled steps: time per section (syncs)");
   int64_t save_every = 0;
   std::string save_dir;
+  bool recompute = false;
+  desc.add_options()("recompute", po::bool_switch(&recompute),
+                     "per-layer recompute: keep each layer's input only, redo its forward in the backward");
   desc.add_options()("save-every", po::value(&save_every)->default_value(0),
                      "write a checkpoint (adapters + AdamW state, asynchronously, as the trainer does) every N steps")(
       "save-dir", po::value(&save_dir)->default_value("bench-checkpoints"), "where --save-every writes them");
@@ -174,7 +177,7 @@ int bench_train(const std::vector<std::string>& args) {
   auto step = [&] {
     sync.zero_grad();
     const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq * rt->dp()),
-                                    nullptr, [&](int64_t l) { sync.layer_done(l); });
+                                    nullptr, [&](int64_t l) { sync.layer_done(l); }, recompute);
     ProfileScope prof(ctx, "optimizer (gradient sums, gradients to host, AdamW, adapters back)");
     sync.finish_gradients();
     sync.step(opt);
@@ -207,9 +210,10 @@ int bench_train(const std::vector<std::string>& args) {
   const MemStats ms = mem_stats(dev);
   const int64_t job_tokens = batch * seq * rt->dp();  // tokens per step over the whole job
   if (!rt->is_root()) return 0;
-  std::printf("bench train shape=%s variant=%s B=%lld T=%lld device=%s dtype=%s lora r=%lld targets=%s\n",
+  std::printf("bench train shape=%s variant=%s B=%lld T=%lld device=%s dtype=%s lora r=%lld targets=%s%s\n",
               shape.c_str(), variant.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
-              ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str());
+              ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str(),
+              recompute ? " recompute" : "");
   std::printf("  %s%s\n", rt->describe().c_str(),
               save_every > 0 ? strfmt("; a checkpoint every %lld steps", static_cast<long long>(save_every)).c_str() : "");
   std::printf("  median step %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s (last loss %.3f)\n", med * 1e3,

@@ -113,8 +113,9 @@ struct Runner {
   Tensor act(int64_t cols) const { return Tensor::empty({N, cols}, model.dtype(), model.device()); }
   Tensor zeros(int64_t cols) const { return Tensor::zeros({N, cols}, model.dtype(), model.device()); }
 
-  // The training forward; returns the final residual stream and fills `saved` when given.
-  Tensor forward(const Tensor& ids, const LoraAdapters* lora, std::vector<Saved>* saved) {
+  // The training forward; returns the final residual stream and fills `saved` when given: every layer's Saved, or
+  // with `recompute` only each layer's input x_in (the backward then runs the layer's forward again, layer_forward).
+  Tensor forward(const Tensor& ids, const LoraAdapters* lora, std::vector<Saved>* saved, bool recompute = false) {
     const ModelWeights& w = model.weights();
     Tensor x = act(c.d_model);
     if (tp) {
@@ -124,65 +125,85 @@ struct Runner {
       ops::embedding(ctx, x, ids.to(model.device()).view({N}), w.embed);
     }
     for (int64_t l = 0; l < c.n_layers; l++) {
-      const LayerWeights& L = w.layers[static_cast<size_t>(l)];
       Saved s;
-      s.x_in = clone(x);
-      s.xn1 = act(c.d_model);
-      ops::rmsnorm(ctx, s.xn1, x, L.attn_norm, eps);
-      s.q = act(c.q_dim()), s.k = act(c.kv_dim()), s.v = act(c.kv_dim());
-      std::optional<ProfileScope> prof(std::in_place, ctx, "fwd q/k/v (+LoRA)");
-      project(ctx, lora, l, LoraTarget::Q, s.q, s.xn1, L.wq, c.qkv_bias ? &L.bq : nullptr);
-      project(ctx, lora, l, LoraTarget::K, s.k, s.xn1, L.wk, c.qkv_bias ? &L.bk : nullptr);
-      project(ctx, lora, l, LoraTarget::V, s.v, s.xn1, L.wv, c.qkv_bias ? &L.bv : nullptr);
-      if (c.qk_norm) {
-        s.q_pre = clone(s.q), s.k_pre = clone(s.k);
-        ops::rmsnorm(ctx, s.q.view({N * H, HS}), s.q_pre.view({N * H, HS}), L.q_norm, eps);
-        ops::rmsnorm(ctx, s.k.view({N * HKV, HS}), s.k_pre.view({N * HKV, HS}), L.k_norm, eps);
-      }
-      s.att = act(c.q_dim());
-      prof.emplace(ctx, "fwd attention / liger");
-      if (model.is_liger_layer(l)) {
-        for (const auto& [s0, len] : segments) {
-          const int64_t rows = segments.size() == 1 ? N : len;
-          const int64_t r0 = segments.size() == 1 ? 0 : s0;
-          liger_attention(ctx, c, s.att.slice(r0, rows), s.q.slice(r0, rows), s.k.slice(r0, rows), s.v.slice(r0, rows),
-                          positions.slice(r0, rows), model.inv_freq(), seg_batch(), seg_len(len), 0, nullptr);
-        }
+      layer_forward(l, x, lora, s);
+      if (!saved) continue;
+      if (recompute) {
+        Saved kept;
+        kept.x_in = s.x_in;  // the rest of s is freed here: one layer's activations alive at a time
+        saved->push_back(std::move(kept));
       } else {
-        s.qr = clone(s.q), s.kr = clone(s.k);
-        ops::rope(ctx, s.qr.view({N, H, HS}), positions, model.inv_freq());
-        ops::rope(ctx, s.kr.view({N, HKV, HS}), positions, model.inv_freq());
-        for (const auto& [s0, len] : segments) {
-          ops::attention(ctx, seg(s.att, s0, len, H), seg(s.qr, s0, len, H), seg(s.kr, s0, len, HKV),
-                         seg(s.v, s0, len, HKV), 0, seg_len(len), scale, c.sliding_window);
-        }
+        saved->push_back(std::move(s));
       }
-      prof.emplace(ctx, "fwd o + MLP (+LoRA)");
-      // Row-parallel W_O (and its LoRA, A split by columns): partial products summed over the group; rank 0 adds the
-      // residual and the bias (model/llama.cpp).
-      project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias && tp_root ? &L.bo : nullptr, tp_root);
-      model.tp_all_reduce(x);
-      s.x_mid = clone(x);
-      s.xn2 = act(c.d_model);
-      ops::rmsnorm(ctx, s.xn2, x, L.mlp_norm, eps);
-      s.gate = act(c.local_ff()), s.up = act(c.local_ff()), s.act = act(c.local_ff());
-      project(ctx, lora, l, LoraTarget::Gate, s.gate, s.xn2, L.w_gate, nullptr);
-      project(ctx, lora, l, LoraTarget::Up, s.up, s.xn2, L.w_up, nullptr);
-      ops::swiglu(ctx, s.act, s.gate, s.up);
-      project(ctx, lora, l, LoraTarget::Down, x, s.act, L.w_down, nullptr, tp_root);
-      model.tp_all_reduce(x);
-      if (saved) saved->push_back(std::move(s));
     }
     return x;
   }
 
+  // Layer l's forward: x (N, D), the residual stream, in place from the layer's input to its output; s gets everything
+  // the layer's backward needs (x_in included). The same inputs give the same bits, so the backward's recompute
+  // reproduces the forward exactly.
+  void layer_forward(int64_t l, Tensor x, const LoraAdapters* lora, Saved& s) {
+    const LayerWeights& L = model.weights().layers[static_cast<size_t>(l)];
+    s.x_in = clone(x);
+    s.xn1 = act(c.d_model);
+    ops::rmsnorm(ctx, s.xn1, x, L.attn_norm, eps);
+    s.q = act(c.q_dim()), s.k = act(c.kv_dim()), s.v = act(c.kv_dim());
+    std::optional<ProfileScope> prof(std::in_place, ctx, "fwd q/k/v (+LoRA)");
+    project(ctx, lora, l, LoraTarget::Q, s.q, s.xn1, L.wq, c.qkv_bias ? &L.bq : nullptr);
+    project(ctx, lora, l, LoraTarget::K, s.k, s.xn1, L.wk, c.qkv_bias ? &L.bk : nullptr);
+    project(ctx, lora, l, LoraTarget::V, s.v, s.xn1, L.wv, c.qkv_bias ? &L.bv : nullptr);
+    if (c.qk_norm) {
+      s.q_pre = clone(s.q), s.k_pre = clone(s.k);
+      ops::rmsnorm(ctx, s.q.view({N * H, HS}), s.q_pre.view({N * H, HS}), L.q_norm, eps);
+      ops::rmsnorm(ctx, s.k.view({N * HKV, HS}), s.k_pre.view({N * HKV, HS}), L.k_norm, eps);
+    }
+    s.att = act(c.q_dim());
+    prof.emplace(ctx, "fwd attention / liger");
+    if (model.is_liger_layer(l)) {
+      for (const auto& [s0, len] : segments) {
+        const int64_t rows = segments.size() == 1 ? N : len;
+        const int64_t r0 = segments.size() == 1 ? 0 : s0;
+        liger_attention(ctx, c, s.att.slice(r0, rows), s.q.slice(r0, rows), s.k.slice(r0, rows), s.v.slice(r0, rows),
+                        positions.slice(r0, rows), model.inv_freq(), seg_batch(), seg_len(len), 0, nullptr);
+      }
+    } else {
+      s.qr = clone(s.q), s.kr = clone(s.k);
+      ops::rope(ctx, s.qr.view({N, H, HS}), positions, model.inv_freq());
+      ops::rope(ctx, s.kr.view({N, HKV, HS}), positions, model.inv_freq());
+      for (const auto& [s0, len] : segments) {
+        ops::attention(ctx, seg(s.att, s0, len, H), seg(s.qr, s0, len, H), seg(s.kr, s0, len, HKV),
+                       seg(s.v, s0, len, HKV), 0, seg_len(len), scale, c.sliding_window);
+      }
+    }
+    prof.emplace(ctx, "fwd o + MLP (+LoRA)");
+    // Row-parallel W_O (and its LoRA, A split by columns): partial products summed over the group; rank 0 adds the
+    // residual and the bias (model/llama.cpp).
+    project(ctx, lora, l, LoraTarget::O, x, s.att, L.wo, c.o_bias && tp_root ? &L.bo : nullptr, tp_root);
+    model.tp_all_reduce(x);
+    s.x_mid = clone(x);
+    s.xn2 = act(c.d_model);
+    ops::rmsnorm(ctx, s.xn2, x, L.mlp_norm, eps);
+    s.gate = act(c.local_ff()), s.up = act(c.local_ff()), s.act = act(c.local_ff());
+    project(ctx, lora, l, LoraTarget::Gate, s.gate, s.xn2, L.w_gate, nullptr);
+    project(ctx, lora, l, LoraTarget::Up, s.up, s.xn2, L.w_up, nullptr);
+    ops::swiglu(ctx, s.act, s.gate, s.up);
+    project(ctx, lora, l, LoraTarget::Down, x, s.act, L.w_down, nullptr, tp_root);
+    model.tp_all_reduce(x);
+  }
+
   // dx: the gradient of the final residual stream (N, D); walks the layers back, accumulating LoRA gradients.
+  // With `recompute`, saved[l] holds x_in alone and the layer's forward runs again first.
   void backward(Tensor dx, LoraAdapters& lora, const std::vector<Saved>& saved,
-                const std::function<void(int64_t)>& after_layer) {
+                const std::function<void(int64_t)>& after_layer, bool recompute = false) {
     const ModelWeights& w = model.weights();
     for (int64_t l = c.n_layers - 1; l >= 0; l--) {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
-      const Saved& s = saved[static_cast<size_t>(l)];
+      Saved again;
+      if (recompute) {
+        ProfileScope prof(ctx, "bwd: recompute the layer's forward");
+        layer_forward(l, clone(saved[static_cast<size_t>(l)].x_in), &lora, again);
+      }
+      const Saved& s = recompute ? again : saved[static_cast<size_t>(l)];
       // MLP block: x_out = x_mid + down(silu(gate) * up).
       std::optional<ProfileScope> prof(std::in_place, ctx, "bwd MLP + o (+LoRA)");
       Tensor dact = act(c.local_ff()), dgate = act(c.local_ff()), dup = act(c.local_ff());
@@ -283,12 +304,13 @@ StepStats sum_losses(const Tensor& device_losses, const Tensor& targets) {
 }  // namespace
 
 StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets, float grad_scale,
-                     const std::vector<int32_t>* doc_starts, const std::function<void(int64_t)>& after_layer) {
+                     const std::vector<int32_t>* doc_starts, const std::function<void(int64_t)>& after_layer,
+                     bool recompute) {
   check_batch(model, ids, targets);
   const ModelConfig& c = model.config();
   Runner r(model, ids.dim(0), ids.dim(1), doc_starts);
   std::vector<Saved> saved;
-  Tensor x = r.forward(ids, &lora, &saved);
+  Tensor x = r.forward(ids, &lora, &saved, recompute);
   Tensor hn = r.act(c.d_model);
   ops::rmsnorm(r.ctx, hn, x, model.weights().final_norm, r.eps);
   Tensor losses = make_losses(r);
@@ -298,7 +320,7 @@ StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, c
   prof.reset();
   Tensor dx = r.zeros(c.d_model);
   ops::rmsnorm_backward(r.ctx, dx, dh, x, model.weights().final_norm, r.eps);
-  r.backward(dx, lora, saved, after_layer);
+  r.backward(dx, lora, saved, after_layer, recompute);
   return sum_losses(losses, targets);
 }
 

@@ -26,9 +26,12 @@ struct StepStats {
 // previous document (document-aware packing, data/dataset.h). Without it, the sequence is one stream.
 // after_layer (optional) is called with l once the backward of layer l has queued the last write to layer l's LoRA
 // gradients (layers go L-1 .. 0): the data-parallel sum of that bucket can start (train/adapter_sync.h).
+// recompute (per-layer activation checkpointing): the forward keeps each layer's input only and the backward runs the
+// layer's forward again before its backward; the same losses and gradients, bit for bit, for one more forward and the
+// memory of one layer's activations instead of L.
 StepStats train_step(LlamaModel& model, LoraAdapters& lora, const Tensor& ids, const Tensor& targets,
                      float grad_scale, const std::vector<int32_t>* doc_starts = nullptr,
-                     const std::function<void(int64_t layer)>& after_layer = {});
+                     const std::function<void(int64_t layer)>& after_layer = {}, bool recompute = false);
 
 // The summed loss with the adapters applied (lora may be null), no gradients (evaluation).
 StepStats eval_step(LlamaModel& model, const LoraAdapters* lora, const Tensor& ids, const Tensor& targets,

@@ -33,6 +33,8 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
       "sequences per optimizer step over all ranks (sets grad-accum; 0: micro-batch x grad-accum x dp)")(
       "collective-timeout", po::value(&cfg.collective_timeout_s)->default_value(600.0),
       "seconds without progress (a dead or hung peer rank) before the job stops naming it; 0: off")(
+      "recompute", po::value(&cfg.recompute)->default_value(false)->implicit_value(true),
+      "per-layer recompute: keep each layer's input only, redo its forward in the backward (long sequences)")(
       "max-bad-steps", po::value(&cfg.max_bad_steps)->default_value(5),
       "stop after N steps in a row with a non-finite loss or gradient (each is skipped on every rank)")(
       "deterministic", po::value(&cfg.deterministic)->default_value(false)->implicit_value(true),

@@ -352,7 +352,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
         auto hook = [&](int64_t l) {
           if (last && !cfg.deterministic) sync.layer_done(l);
         };
-        StepStats s = train_step(*model, work, b.ids, b.targets, scale, &b.doc_starts, hook);
+        StepStats s = train_step(*model, work, b.ids, b.targets, scale, &b.doc_starts, hook, cfg.recompute);
         const double mean = s.loss_sum / static_cast<double>(s.tokens);
         loss_sum += mean;
         sample_loss.push_back(mean);

@@ -28,6 +28,7 @@ struct TrainConfig {
   int64_t global_batch = 0;    // sequences per optimizer step over all ranks; 0: micro_batch x grad_accum x dp. Given,
                                // it sets grad_accum = global_batch / (micro_batch x dp), which must divide
   dist::DistConfig dist;       // tp, dp, backend, rendezvous (launched by mpirun or srun: dist/runtime.h)
+  bool recompute = false;      // per-layer activation recompute: keep each layer's input only (long sequences)
   bool deterministic = false;  // micro-batch gradients summed in global sample order: bitwise the same for any dp
   double collective_timeout_s = 600;  // a rank that makes no progress for this long (waiting for a dead or hung peer)
                                      // ends the job naming the peer (dist/watchdog.h); 0: off

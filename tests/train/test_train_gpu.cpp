@@ -58,7 +58,8 @@ struct StepResult {
 };
 
 // One train_step of a fixed batch with LoRA on every target (random B, so every gradient is non-zero).
-StepResult run_step(const std::string& dir, Device device, DType dtype, const std::vector<int32_t>* doc_starts) {
+StepResult run_step(const std::string& dir, Device device, DType dtype, const std::vector<int32_t>* doc_starts,
+                    bool recompute = false) {
   Context ctx = device == Device::CUDA ? Context::cuda(0) : Context::cpu();
   auto model = LlamaModel::load(dir, ctx, dtype);
   const ModelConfig& cfg = model->config();
@@ -79,11 +80,32 @@ StepResult run_step(const std::string& dir, Device device, DType dtype, const st
   for (int64_t i = 0; i < B * T; i++)
     targets.push_back(i % 7 == 3 ? -100 : static_cast<int32_t>(tr.next_u64() % cfg.vocab_size));
   const StepStats st =
-      train_step(*model, lora, Tensor::from_i32({B, T}, ids), Tensor::from_i32({B, T}, targets), 0.01f, doc_starts);
+      train_step(*model, lora, Tensor::from_i32({B, T}, ids), Tensor::from_i32({B, T}, targets), 0.01f, doc_starts, {},
+                 recompute);
   StepResult r;
   r.token_losses = st.token_losses;
   for (auto& [name, g] : lora.gradients()) r.grads.emplace_back(name, g.to(Device::CPU));
   return r;
+}
+
+// Per-layer recompute on the GPU: the same kernels on the same inputs, so the same bits (f32 and bf16), for every
+// architecture and variant.
+TEST(TrainGpu, RecomputeIsBitwiseIdentical) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: GPU training tests skipped";
+  TempDir tmp("recompute_gpu");
+  const std::vector<test::ModelCase> cases = test::training_cases({{"window", 5}, {"chunk", 16}});
+  int i = 0;
+  for (const test::ModelCase& c : cases) {
+    const std::string dir = test::case_model_dir(tmp, c, "m" + std::to_string(i++));
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const StepResult a = run_step(dir, Device::CUDA, dt, nullptr, false);
+      const StepResult b = run_step(dir, Device::CUDA, dt, nullptr, true);
+      EXPECT_EQ(b.token_losses, a.token_losses) << c.label << " " << dtype_name(dt);
+      for (size_t p = 0; p < a.grads.size(); p++)
+        EXPECT_EQ(b.grads[p].second.to_f32_vector(), a.grads[p].second.to_f32_vector())
+            << c.label << " " << dtype_name(dt) << " " << a.grads[p].first;
+    }
+  }
 }
 
 TEST(TrainGpu, StepMatchesCpuForEveryVariant) {

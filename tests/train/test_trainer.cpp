@@ -43,6 +43,17 @@ TrainConfig small_run(const TempDir& tmp, const std::string& out) {
   return c;
 }
 
+// --recompute changes memory, not a bit of the training.
+TEST(Trainer, RecomputeTrainsTheSameBits) {
+  TempDir tmp("trainer_rc");
+  TrainConfig a = small_run(tmp, "plain"), b = small_run(tmp, "recompute");
+  a.max_steps = b.max_steps = 5;
+  b.recompute = true;
+  EXPECT_EQ(train(b).losses, train(a).losses);
+  EXPECT_EQ(sha256_file(checkpoint_dir(b.out, 5) + "/adapter_model.safetensors"),
+            sha256_file(checkpoint_dir(a.out, 5) + "/adapter_model.safetensors"));
+}
+
 TEST(Trainer, ResumeIsBitwiseExact) {
   TempDir tmp("trainer");
   TrainConfig straight = small_run(tmp, "straight");
