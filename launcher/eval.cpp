@@ -14,6 +14,7 @@
 #include "dist/runtime.h"
 #include "launcher/options.h"
 #include "model/diagnostics.h"
+#include "model/position_losses.h"
 #include "model/train_step.h"
 #include "train/train_options.h"
 
@@ -30,7 +31,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   std::string model_dir, adapter_dir, text_file, json_file;
   DataConfig dc;
   int64_t max_chunks = 0;
-  bool diagnostics = false;
+  bool diagnostics = false, by_position = false;
   po::options_description desc("eval options");
   desc.add_options()
       ("model", po::value(&model_dir)->required(), "model directory (HF, Liger, or made by liger export)")
@@ -50,6 +51,9 @@ int cmd_eval(const std::vector<std::string>& args) {
       ("max-chunks", po::value(&max_chunks)->default_value(0), "evaluate the first N chunks only (0: all)")
       ("diagnostics", po::bool_switch(&diagnostics),
        "Liger models: per layer, the error against softmax attention, mean gate, memory length, state norm")
+      ("by-position", po::bool_switch(&by_position),
+       "also the mean loss by position: 0-64, 64-128, 128-256, 256-512, ... tokens of context (from the start of the "
+       "document, or of the chunk with --pack-across-documents true)")
       ("json", po::value(&json_file), "also write the figures to this JSON file");
   dist::DistConfig dcfg;
   desc.add(dist_options(dcfg));
@@ -106,6 +110,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   double loss_sum = 0.0;
   int64_t tokens = 0;
   LigerDiagnostics diag;
+  PositionLosses positions(dc.chunk_length);
   for (int64_t i = rt->dp_rank(); i < n; i += rt->dp()) {
     const Chunk c = split.chunk(i);
     const int64_t T = static_cast<int64_t>(c.input_ids.size());
@@ -114,10 +119,21 @@ int cmd_eval(const std::vector<std::string>& args) {
     const StepStats s = eval_step(*model, lp, ids, targets, &c.doc_starts);
     loss_sum += s.loss_sum;
     tokens += s.tokens;
+    if (by_position) positions.add(s, c.targets, c.doc_starts);
     if (diagnostics) forward_with_diagnostics(*model, lp, ids, Tensor(), &diag, &c.doc_starts);
   }
   loss_sum = rt->dp_comm().all_reduce_value(loss_sum);
   tokens = rt->dp_comm().all_reduce_value(tokens);
+  if (by_position && rt->dp() > 1) {  // every rank's sums and counts, added
+    const std::vector<double> sums = rt->dp_comm().all_gather_values(positions.sums());
+    const std::vector<double> counts = rt->dp_comm().all_gather_values(positions.counts());
+    PositionLosses total(dc.chunk_length);
+    const size_t nb = positions.buckets();
+    for (int d = 0; d < rt->dp(); d++)
+      total.merge(std::vector<double>(sums.begin() + d * nb, sums.begin() + (d + 1) * nb),
+                  std::vector<double>(counts.begin() + d * nb, counts.begin() + (d + 1) * nb));
+    positions = total;
+  }
   if (!rt->is_root()) return 0;
   const double loss = loss_sum / static_cast<double>(tokens), ppl = std::exp(loss);
   LOG_INFO("evaluated in %.2f s", timer.seconds());
@@ -133,6 +149,13 @@ int cmd_eval(const std::vector<std::string>& args) {
             {"ppl", number_or_null(ppl)},
             {"tokens", tokens},
             {"chunks", n}};
+  if (by_position) {
+    std::printf("%-13s  %9s  %9s\n", "position", "loss", "tokens");
+    for (size_t b = 0; b < positions.buckets(); b++)
+      std::printf("%5lld-%-7lld  %9.4f  %9lld\n", static_cast<long long>(positions.from(b)),
+                  static_cast<long long>(positions.to(b)), positions.mean(b), static_cast<long long>(positions.count(b)));
+    j["by_position"] = positions.to_json();
+  }
   if (diagnostics) {
     // memory length: mean over tokens, KV heads and channels of 1 / (1 - alpha), the decay horizon in tokens.
     std::printf("%5s  %10s  %9s  %11s  %10s\n", "layer", "rel_err", "mean_gate", "memory_len", "state_norm");

@@ -319,6 +319,39 @@ void expect_sane_gates(const LigerDiagnostics& d) {
   }
 }
 
+// --by-position: the buckets partition the supervised tokens (their token-weighted mean is the overall loss), positions
+// count from the start of each document, or of the chunk when the text is one stream; edges double from 64.
+TEST(Eval, ByPositionBucketsAddUpToTheLoss) {
+  TempDir tmp("eval_pos");
+  const std::string model = source_path(kStories), text = source_path(kText);
+  for (const char* packed : {"false", "true"}) {
+    const std::string json = tmp.file(std::string("pos_") + packed + ".json");
+    RunResult r = run_liger("eval --model " + model + " --text " + text + " --chunk-length 300 --max-chunks 4 " +
+                                "--by-position --pack-across-documents " + packed + " --json " + json,
+                            tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const Json j = read_json_file(json);
+    const Json& b = j["by_position"];
+    ASSERT_EQ(b.size(), 4u);  // 0-64, 64-128, 128-256, 256-300
+    EXPECT_EQ(b[3]["from"].get<int64_t>(), 256);
+    EXPECT_EQ(b[3]["to"].get<int64_t>(), 300);
+    double sum = 0;
+    int64_t tokens = 0;
+    for (const Json& e : b) {
+      if (e["tokens"].get<int64_t>() == 0) continue;
+      sum += e["loss"].get<double>() * static_cast<double>(e["tokens"].get<int64_t>());
+      tokens += e["tokens"].get<int64_t>();
+    }
+    EXPECT_EQ(tokens, j["tokens"].get<int64_t>()) << packed;
+    EXPECT_NEAR(sum / static_cast<double>(tokens), j["loss"].get<double>(), 1e-9) << packed;
+    EXPECT_NE(r.out.find("  256-300"), std::string::npos) << r.out;
+    // Paragraph documents are mostly shorter than 128 tokens: per document, the far buckets hold few tokens; as one
+    // stream, each chunk fills every bucket.
+    if (std::string(packed) == "true") EXPECT_EQ(b[3]["tokens"].get<int64_t>(), 4 * 43) << "positions 256..298";
+    else EXPECT_LT(b[3]["tokens"].get<int64_t>(), b[0]["tokens"].get<int64_t>() / 4);
+  }
+}
+
 TEST(Diagnostics, SwaOnlyWithAWindowLongerThanTheTextIsSoftmaxAttention) {
   TempDir tmp("diag");
   LigerConfig lc;
