@@ -215,7 +215,10 @@ int bench_train(const std::vector<std::string>& args) {
               ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str(),
               recompute ? " recompute" : "");
   std::printf("  %s%s\n", rt->describe().c_str(),
-              save_every > 0 ? strfmt("; a checkpoint every %lld steps", static_cast<long long>(save_every)).c_str() : "");
+              save_every > 0 ? strfmt("; a checkpoint due every %lld steps, %lld of them superseded while the disk was "
+                                      "busy", static_cast<long long>(save_every),
+                                      static_cast<long long>(writer.superseded())).c_str()
+                             : "");
   std::printf("  median step %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s (last loss %.3f)\n", med * 1e3,
               times.front() * 1e3, times.back() * 1e3, iters, static_cast<double>(job_tokens) / med, loss);
   std::printf("  peak memory held by liger: %.1f MiB (weights %.1f MiB)\n", ms.peak / 1048576.0,

@@ -439,7 +439,7 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
 }
 
 AsyncCheckpointWriter::AsyncCheckpointWriter(std::string run_dir, int keep_last)
-    : run_dir_(std::move(run_dir)), keep_last_(keep_last) {}
+    : run_dir_(std::move(run_dir)), keep_last_(keep_last), thread_([this] { work(); }) {}
 
 AsyncCheckpointWriter::~AsyncCheckpointWriter() {
   try {
@@ -447,28 +447,74 @@ AsyncCheckpointWriter::~AsyncCheckpointWriter() {
   } catch (const std::exception& e) {
     LOG_WARN("%s: checkpoint write failed: %s", run_dir_.c_str(), e.what());
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
 }
 
-void AsyncCheckpointWriter::submit(int64_t step, CheckpointData data) {
-  wait();
-  thread_ = std::thread([this, step, data = std::move(data)] {
+void AsyncCheckpointWriter::work() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stop_ || has_pending_; });
+    if (!has_pending_) return;  // stop_ and nothing queued
+    const int64_t step = pending_step_;
+    CheckpointData data = std::move(pending_);
+    has_pending_ = false;
+    busy_ = true;
+    lock.unlock();
+    std::string dir;
+    std::exception_ptr err;
     try {
-      last_ = write_checkpoint(run_dir_, step, data);
+      dir = write_checkpoint(run_dir_, step, data);
       prune_checkpoints(run_dir_, keep_last_);
     } catch (...) {
-      error_ = std::current_exception();
+      err = std::current_exception();
     }
-  });
+    data = CheckpointData();  // the host copies go before the lock is taken again
+    lock.lock();
+    busy_ = false;
+    if (err) error_ = err;
+    else last_ = dir;
+    cv_.notify_all();
+  }
+}
+
+void AsyncCheckpointWriter::submit(int64_t step, CheckpointData data, bool wait_for_previous) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (wait_for_previous) cv_.wait(lock, [this] { return !busy_ && !has_pending_; });
+  if (error_) {
+    std::exception_ptr e = error_;
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+  if (has_pending_) {
+    superseded_++;
+    LOG_DEBUG("%s: the checkpoint of step %lld is superseded by that of step %lld before it started", run_dir_.c_str(),
+              static_cast<long long>(pending_step_), static_cast<long long>(step));
+  }
+  pending_ = std::move(data);
+  pending_step_ = step;
+  has_pending_ = true;
+  cv_.notify_all();
 }
 
 std::string AsyncCheckpointWriter::wait() {
-  if (thread_.joinable()) thread_.join();
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return !busy_ && !has_pending_; });
   if (error_) {
     std::exception_ptr e = error_;
     error_ = nullptr;
     std::rethrow_exception(e);
   }
   return last_;
+}
+
+int64_t AsyncCheckpointWriter::superseded() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return superseded_;
 }
 
 std::vector<CheckpointInfo> list_checkpoints(const std::string& run_dir) {

@@ -24,6 +24,8 @@
 #include <exception>
 #include <optional>
 #include <string>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -67,23 +69,36 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
 
 // Writes checkpoints on a thread of its own, one at a time, then prunes to keep_last (DESIGN.md §6): the training
 // steps go on while the files are written and fsynced. The data handed over must be host copies that nothing else
-// changes (AdamW::export_state makes them; copy the parameters). submit() first waits for the previous write; wait()
-// for the last one and returns its directory. An error of a write is raised by the next submit() or wait().
+// changes (AdamW::export_state makes them; copy the parameters).
+//   submit(step, data, wait_for_previous = false): when a write is in flight, the new checkpoint waits its turn in a
+//     one-place queue, replacing a queued one that has not started (it is older): the caller never waits for the
+//     disk, and checkpoints are written as often as the storage allows, the newest state first;
+//   submit(..., wait_for_previous = true): the caller waits until the writer is free, so every submitted checkpoint
+//     is written (--save-wait).
+// wait() blocks until nothing is in flight or queued and returns the last directory written. An error of a write is
+// raised by the next submit() or wait().
 class AsyncCheckpointWriter {
  public:
   AsyncCheckpointWriter(std::string run_dir, int keep_last);
   ~AsyncCheckpointWriter();  // waits; an error then is logged
   AsyncCheckpointWriter(const AsyncCheckpointWriter&) = delete;
   AsyncCheckpointWriter& operator=(const AsyncCheckpointWriter&) = delete;
-  void submit(int64_t step, CheckpointData data);
+  void submit(int64_t step, CheckpointData data, bool wait_for_previous = false);
   std::string wait();
+  int64_t superseded() const;  // queued checkpoints replaced by a newer one before they started
 
  private:
+  void work();
   std::string run_dir_;
   int keep_last_;
-  std::thread thread_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool busy_ = false, stop_ = false, has_pending_ = false;
+  int64_t pending_step_ = 0, superseded_ = 0;
+  CheckpointData pending_;
   std::string last_;
   std::exception_ptr error_;
+  std::thread thread_;  // last: started after the members it uses
 };
 
 // The directories named step_<digits> in run_dir (no verification; .tmp directories excluded), oldest first. An

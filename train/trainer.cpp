@@ -316,7 +316,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                                 {"global_batch", per_step},
                                 {"bad_steps_in_a_row", bad_in_a_row},
                                 {"layout", {{"dp", rt->dp()}, {"tp", rt->tp()}}}};
-    writer.submit(step, std::move(ck));
+    writer.submit(step, std::move(ck), cfg.save_wait);
   };
   install_stop_signals();
   // Test hook (tests/train/test_faults.cpp): LIGER_TEST_NAN_STEPS="3,4" puts a NaN into the gradients of rank
@@ -444,7 +444,12 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     }
     if (stopping) break;
   }
-  if (root) writer.wait();   // the last checkpoint is complete (an error of its write is raised here)
+  if (root) {
+    writer.wait();  // the last checkpoint is complete (an error of its write is raised here)
+    if (writer.superseded() > 0)
+      LOG_INFO("%lld checkpoints were superseded by newer ones while the disk was busy (--save-wait writes every one)",
+               static_cast<long long>(writer.superseded()));
+  }
   rt->world().barrier();     // before any rank returns
   if (tty) std::fputs("\n", stderr);
   if (res.preempted) return res;  // no final evaluation: the job is being stopped

@@ -202,14 +202,14 @@ TEST_F(Faults, KilledCheckpointWritesNeverResumeTorn) {
   const int steps = 12;
   // One process (the writer is rank 0's alone): the reference is a clean one-process run.
   const std::string ref = tmp_->file("ckref");
-  Proc r = sh(launch(0) + train_args(model(), ref, steps) + " --deterministic --save-every 1");
+  Proc r = sh(launch(0) + train_args(model(), ref, steps) + " --deterministic --save-every 1 --save-wait");
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string want = sha256_file(checkpoint_dir(ref, steps) + "/adapter_model.safetensors");
   int torn_seen = 0;
   for (int point = 1; point <= 100; point++) {
     const std::string run = tmp_->file("ck" + std::to_string(point));
     Proc k = sh("LIGER_TEST_KILL_IN_CHECKPOINT=" + std::to_string(point) + " " + launch(0) +
-                train_args(model(), run, steps) + " --deterministic --save-every 1");
+                train_args(model(), run, steps) + " --deterministic --save-every 1 --save-wait");
     ASSERT_NE(k.code, 0) << "kill point " << point << " was not reached:\n" << k.out;
     // What the resume must take: the newest directory that verifies.
     const auto good = find_latest_complete(run);
@@ -229,7 +229,7 @@ TEST_F(Faults, KilledCheckpointWritesNeverResumeTorn) {
 
 TEST_F(Faults, FlippedByteIsRejectedNamingTheFile) {
   const std::string run = tmp_->file("flip");
-  Proc r = sh(launch(0) + train_args(model(), run, 4) + " --save-every 1");
+  Proc r = sh(launch(0) + train_args(model(), run, 4) + " --save-every 1 --save-wait");
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string newest = checkpoint_dir(run, 4), previous = checkpoint_dir(run, 3);
   for (const auto& e : fs::directory_iterator(newest)) {
@@ -239,7 +239,7 @@ TEST_F(Faults, FlippedByteIsRejectedNamingTheFile) {
     std::string bad = orig;
     bad[bad.size() / 2] ^= 0x01;
     { std::ofstream(file, std::ios::binary | std::ios::trunc) << bad; }
-    Proc res = sh(launch(0) + train_args(model(), run, 4) + " --save-every 1 --resume auto");
+    Proc res = sh(launch(0) + train_args(model(), run, 4) + " --save-every 1 --save-wait --resume auto");
     EXPECT_EQ(res.code, 0) << res.out;
     EXPECT_NE(res.out.find(name), std::string::npos) << "the damaged file is not named: " << res.out;
     EXPECT_NE(res.out.find("resumed from " + previous), std::string::npos) << res.out;
@@ -252,7 +252,7 @@ TEST_F(Faults, NonFiniteGradientsSkipTheStepOnEveryRank) {
   const std::string clean = reference(6), bad = tmp_->file("nan"), alone = tmp_->file("nan1");
   // NaN on rank 1 at steps 3 and 5 (2 ranks); the same steps poisoned in one process: the same run.
   Proc r = sh("LIGER_TEST_NAN_STEPS=3,5 LIGER_TEST_NAN_RANK=1 " + launch(2) + train_args(model(), bad, 6) +
-              " --deterministic --save-every 1 --keep-last 10");
+              " --deterministic --save-every 1 --save-wait --keep-last 10");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("[liger rank 0] warning: step 3: non-finite"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("[liger rank 1] warning: step 5: non-finite"), std::string::npos) << r.out;
@@ -271,7 +271,7 @@ TEST_F(Faults, NonFiniteGradientsSkipTheStepOnEveryRank) {
   // step 4, a skipped step: the adapters of step 2, the data position after step 4).
   const std::string stop = tmp_->file("nanstop");
   Proc s = sh("LIGER_TEST_NAN_STEPS=3,4,5 " + launch(2) + train_args(model(), stop, 8) +
-              " --deterministic --save-every 1 --keep-last 10 --max-bad-steps 3");
+              " --deterministic --save-every 1 --save-wait --keep-last 10 --max-bad-steps 3");
   EXPECT_NE(s.code, 0) << s.out;
   size_t errors = 0;
   for (size_t at = s.out.find("liger: error:"); at != std::string::npos; at = s.out.find("liger: error:", at + 1))
