@@ -1,6 +1,8 @@
 // `liger bench forward`: prefill throughput and peak memory of the decoder on random weights (no files needed).
 // `liger bench train`: LoRA fine-tuning throughput (forward, backward, optimizer) of a Liger or softmax model on random
 // weights, as the trainer runs it.
+// `liger bench layer` (launcher/bench_layer.cpp): one Liger attention layer and the recurrence alone, forward and
+// backward.
 #include <algorithm>
 #include <cstdio>
 
@@ -242,13 +244,16 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::printf(
         "usage: liger bench <benchmark> [options]\n\nbenchmarks:\n  forward   prefill throughput and peak memory "
-        "(random weights)\n  train     LoRA fine-tuning step throughput and peak memory (random weights)\n");
+        "(random weights)\n  train     LoRA fine-tuning step throughput and peak memory (random weights)\n  layer     "
+        "one Liger "
+        "attention layer and its recurrence, forward and backward (random inputs)\n");
     return args.empty() ? 2 : 0;
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "forward") return bench_forward(rest);
   if (args[0] == "train") return bench_train(rest);
-  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward, train)", args[0].c_str());
+  if (args[0] == "layer") return bench_layer(rest);
+  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward, train, layer)", args[0].c_str());
 }
 
 }  // namespace liger::cli

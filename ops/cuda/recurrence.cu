@@ -52,13 +52,16 @@
 //
 // One-step forms (decode): row_step_kernel / col_step_kernel, a block per (b, j, tile of 32 columns or rows).
 //
-// The kernels are plain fp32 FMA code (no tensor cores): the chunk's scores cost an exp per (token pair, channel),
-// which dominates; a faster version would factor the decays through a reference token of each sub-block and use mma.
+// These kernels are plain fp32 FMA code (no tensor cores). linear_recurrence with bf16 storage and states up to
+// 128 x 128 can run on the tensor cores instead (ops/cuda/recurrence_tc.cu), opt-in while unverified on a GPU
+// (use_tensor_cores below).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/recurrence_tc.cuh"
 #include "ops/recurrence.h"
 
 namespace liger::ops::cuda {
@@ -878,6 +881,18 @@ void launch_backward(const Context& ctx, const char* op, T* pout, T* da, T* dg, 
   release_scratch(ctx, ws, own);  // stream-ordered: after the kernels that read it
 }
 
+// bf16 linear_recurrence on the tensor cores (recurrence_tc.cu) when the state fits — EXPERIMENTAL and opt-in:
+// LIGER_RECURRENCE_TC=1. Those kernels were written and checked against a numpy port of their own arithmetic, but have
+// not yet run on a GPU (no machine was lent the session that wrote them); until test_recurrence_gpu's
+// TensorCorePathMatchesCpu and compute-sanitizer pass on one, every caller gets the fp32 FMA kernels below.
+bool use_tensor_cores(DType dt, int64_t K, int64_t Vd) {
+  static const bool opted_in = [] {
+    const char* e = std::getenv("LIGER_RECURRENCE_TC");
+    return e && e[0] == '1';
+  }();
+  return opted_in && dt == DType::BF16 && tc_recurrence_fits(K, Vd);
+}
+
 }  // namespace
 
 void linear_recurrence(Context& ctx, Tensor out, const Tensor& fq, const Tensor& fk, const Tensor& v, const Tensor& g,
@@ -886,6 +901,11 @@ void linear_recurrence(Context& ctx, Tensor out, const Tensor& fq, const Tensor&
   const int64_t B = fq.dim(0), T = fq.dim(1), H = fq.dim(2), K = fq.dim(3), HKV = fk.dim(2), Vd = v.dim(3);
   if (B == 0 || T == 0 || H == 0 || K == 0 || Vd == 0) return;
   const Rec p = make_rec(op, B, T, H, HKV, K, Vd);
+  if (use_tensor_cores(fq.dtype(), K, Vd)) {
+    return tc_linear_recurrence(ctx, out.ptr<__nv_bfloat16>(), fq.ptr<__nv_bfloat16>(), fk.ptr<__nv_bfloat16>(),
+                                v.ptr<__nv_bfloat16>(), g.ptr<__nv_bfloat16>(), state.ptr<float>(), B, T, H, HKV, K, Vd,
+                                chunk);
+  }
   dispatch_storage(fq.dtype(), op, [&](auto tag) {
     using T_ = typename decltype(tag)::type;
     launch_row_forward<T_>(ctx, op, out.ptr<T_>(), fq.ptr<T_>(), fk.ptr<T_>(), v.ptr<T_>(), g.ptr<T_>(),
@@ -955,6 +975,12 @@ void linear_recurrence_backward(Context& ctx, Tensor dfq, Tensor dfk, Tensor dv,
   const int64_t B = fq.dim(0), T = fq.dim(1), H = fq.dim(2), K = fq.dim(3), HKV = fk.dim(2), Vd = v.dim(3);
   if (B == 0 || T == 0 || H == 0 || K == 0 || Vd == 0) return;
   const Rec p = make_rec(op, B, T, H, HKV, K, Vd);
+  if (use_tensor_cores(fq.dtype(), K, Vd)) {
+    return tc_linear_recurrence_backward(ctx, dfq.ptr<__nv_bfloat16>(), dfk.ptr<__nv_bfloat16>(),
+                                         dv.ptr<__nv_bfloat16>(), dg.ptr<__nv_bfloat16>(), dout.ptr<__nv_bfloat16>(),
+                                         fq.ptr<__nv_bfloat16>(), fk.ptr<__nv_bfloat16>(), v.ptr<__nv_bfloat16>(),
+                                         g.ptr<__nv_bfloat16>(), state0.ptr<float>(), B, T, H, HKV, K, Vd);
+  }
   // Q_t = sum_h fq_t[h] (x) dout_t[h]: u = fq, w = dout; dfq = S_t dout (a column readout), dfk = da, dv = db.
   dispatch_storage(fq.dtype(), op, [&](auto tag) {
     using T_ = typename decltype(tag)::type;

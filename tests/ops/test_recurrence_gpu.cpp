@@ -5,7 +5,8 @@
 // kernels' 32-wide tiles), chunk sizes 16 and 64 (and 1, 5, 100, 1000), GLA-strength gates (logsigmoid(x) / 16) and
 // HGRN2-strength gates (logsigmoid(x)), from a nonzero initial state. Then a finite-difference check of the CUDA
 // backward against the CUDA forward, a Llama-3-8B-sized layer (T = 4096, 32 query heads, 8 KV heads, 128 x 128 states)
-// checked on the rows the CPU twin can afford, and the GPU path's dtype errors.
+// checked on the rows the CPU twin can afford, the tensor-core path of bf16 linear_recurrence on awkward shapes and
+// gate strengths, and the GPU path's dtype errors.
 //
 // Inputs: fq, fk rows softmax-normalized (the GLA feature maps), v normal; GSA's q, k normal and s = 1 - exp(g). Each
 // GPU run takes inputs exactly representable in its storage dtype (bf16 runs: the f32 values rounded to bf16) and the
@@ -28,7 +29,15 @@
 //     (emulation: <= 3e-6); 1e-4 leaves room, while a wrong term (a decay off by one token, a missing head, a carry not
 //     decayed) shows at 1e-2 or more.
 //   * backward, bf16: 1e-2, the output rounding again.
+//   * bf16 linear_recurrence runs on the tensor cores (ops/cuda/recurrence_tc.cu): besides the output rounding, the
+//     mma operands are rounded to bf16 (the rescaled feature maps, the chunk-boundary states and cotangents, the
+//     chunk's score matrices), each a relative 2^-9 at worst. A numpy port of those kernels (their index formulas and
+//     roundings) against an fp64 recurrence measured 2.0e-3..3.4e-3 for out and every gradient over the shapes of
+//     TensorCorePathMatchesCpu, GLA to 4x-HGRN2 gates; the same 1e-2 bounds hold them. The state stays fp32-exact
+//     (the keys split into three bf16 terms; port: <= 4e-9), under the same 1e-5.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <cmath>
@@ -399,6 +408,51 @@ TEST(RecurrenceGpu, LinearRecurrenceBackwardMatchesCpu) {
 TEST(RecurrenceGpu, SlotScoresBackwardMatchesCpu) {
   SKIP_WITHOUT_GPU();
   check_backward(Op::Slots);
+}
+
+// The tensor-core path (bf16 storage, states up to 128 x 128; ops/cuda/recurrence_tc.cu) against the CPU twin on
+// fresh random inputs: odd lengths, a last partial chunk (of one token too), T below the chunk, GQA groups 1 and 4, B
+// 2, the Llama-3-8B head layout, state sizes that are not multiples of 16; GLA gates (/16), HGRN2-strength gates (/1)
+// and gates 4x stronger than HGRN2's (/0.25), whose decay over a chunk of 64 leaves the range the rescaled products
+// allow (the kernels' exact fallback) while a chunk of 16 stays on the rescaled path. Same bounds as above: out and
+// gradients 1e-2 (bf16 storage), the f32 state 1e-5.
+TEST(RecurrenceGpu, TensorCorePathMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  // Opt-in while the kernels are unverified on a GPU (ops/cuda/recurrence.cu, use_tensor_cores): without it this
+  // test would check the FMA kernels a second time.
+  const char* tc = std::getenv("LIGER_RECURRENCE_TC");
+  if (!tc || tc[0] != '1')
+    GTEST_SKIP() << "the tensor-core recurrence is experimental and opt-in: run with LIGER_RECURRENCE_TC=1";
+  Context gpu = Context::cuda(0), cpu = Context::cpu();
+  const Dims cases[] = {{2, 1, 4, 1, 128, 128},  {2, 47, 8, 2, 128, 128},   {1, 131, 4, 4, 128, 128},
+                        {2, 257, 8, 2, 64, 128}, {1, 100, 32, 8, 128, 128}, {1, 65, 4, 1, 24, 40}};
+  uint64_t seed = 900;
+  const DType dt = DType::BF16;
+  for (const Dims& d : cases) {
+    for (double divisor : {16.0, 1.0, 0.25}) {
+      const std::string what = std::string("linear_recurrence ") + dims_str(d) + " g/" +
+                               (divisor < 1.0 ? std::string("0.25") : std::to_string(static_cast<int>(divisor))) +
+                               " bf16";
+      for (int64_t chunk : {16, 64}) {
+        const Inputs in = make_inputs(Op::Linear, d, divisor, dt, &seed);
+        Tensor ref = Tensor::empty(out_shape(Op::Linear, d), DType::F32, Device::CPU), ref_state = clone(in.state0);
+        forward(cpu, Op::Linear, ref, in, ref_state, chunk);
+        Tensor out = poisoned(out_shape(Op::Linear, d), dt), state = in.state0.to(Device::CUDA);
+        forward(gpu, Op::Linear, out, to_gpu(in, dt), state, chunk);
+        const std::string w = what + " chunk " + std::to_string(chunk);
+        expect_close(host(out), host(ref), kTolBf16, w + " out");
+        expect_close(host(state), host(ref_state), kTolF32, w + " state");
+      }
+      const Inputs in = make_inputs(Op::Linear, d, divisor, dt, &seed);
+      const Tensor dout = representable(randn(out_shape(Op::Linear, d), seed++), dt);
+      std::vector<Tensor> ref = host_grads(in);
+      backward(cpu, Op::Linear, ref, dout, in);
+      std::vector<Tensor> got = poisoned_grads(in, dt);
+      backward(gpu, Op::Linear, got, dout.to(Device::CUDA, dt), to_gpu(in, dt));
+      for (int i = 0; i < 4; i++)
+        expect_close(host(got[i]), host(ref[i]), kTolBf16, what + " backward " + kGradNames[0][i]);
+    }
+  }
 }
 
 // The CUDA backward against central differences of the CUDA forward, L = sum(out o W), at a few elements of every
