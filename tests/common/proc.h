@@ -2,16 +2,19 @@
 // left behind (metrics.jsonl, adapter files).
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "core/json.h"
 #include "core/safetensors.h"
+#include "train/checkpoint.h"
 #include "tests/common/test_util.h"
 
 namespace liger::test {
@@ -68,6 +71,22 @@ inline std::map<std::string, std::vector<float>> adapters(const std::string& ckp
   auto f = SafetensorsFile::open(ckpt + "/adapter_model.safetensors");
   for (const SafetensorsEntry& e : f->entries()) m[e.name] = f->tensor(e.name).to_f32_vector();
   return m;
+}
+
+inline std::string read_file(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Two runs are the same training, bit for bit: every step's loss, and the adapter file of the last step.
+inline ::testing::AssertionResult same_run_bitwise(const std::string& run, const std::string& ref, int64_t last_step) {
+  if (loss_text(run) != loss_text(ref)) return ::testing::AssertionFailure() << run << ": per-step losses differ";
+  const std::string a = sha256_file(checkpoint_dir(run, last_step) + "/adapter_model.safetensors");
+  const std::string b = sha256_file(checkpoint_dir(ref, last_step) + "/adapter_model.safetensors");
+  if (a != b) return ::testing::AssertionFailure() << run << ": the adapters of step " << last_step << " differ";
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace liger::test
