@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -102,6 +103,21 @@ std::vector<pid_t> rank_pids(const std::string& out, int np) {
   return pids;
 }
 
+// rank_pids, polled until every rank is up (a loaded machine can take a while to start them), for up to timeout_s;
+// stops early when the job has already ended.
+std::vector<pid_t> wait_rank_pids(const Job& j, const std::string& out, int np, double timeout_s) {
+  const double t0 = now_s();
+  std::vector<pid_t> pids = rank_pids(out, np);
+  while (std::find(pids.begin(), pids.end(), -1) != pids.end() && now_s() - t0 < timeout_s) {
+    siginfo_t info{};
+    if (waitid(P_PID, static_cast<id_t>(j.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == j.pid)
+      break;  // ended (not reaped: wait_job still collects it)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pids = rank_pids(out, np);
+  }
+  return pids;
+}
+
 class Faults : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -140,7 +156,7 @@ TEST_F(Faults, KilledRankResumesBitwise) {
       // A random moment: start-up, forward, backward, the all-reduce, the optimizer or a checkpoint write.
       std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 700));
       const int victim = static_cast<int>(rng() % 2);
-      const std::vector<pid_t> pids = rank_pids(run, 2);
+      const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 10);
       if (pids[static_cast<size_t>(victim)] > 0) {
         kill(pids[static_cast<size_t>(victim)], SIGKILL);
         kills++;
@@ -180,7 +196,7 @@ TEST_F(Faults, StoppedRankIsNamedByTheWatchdog) {
   const std::string run = tmp_->file("stopped");
   Job j = start_job(launch(2) + train_args(model(), run, 5000) + " --collective-timeout 4", tmp_->file("stopped.log"));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  const std::vector<pid_t> pids = rank_pids(run, 2);
+  const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 10);
   ASSERT_GT(pids[1], 0);
   kill(pids[1], SIGSTOP);
   const double t0 = now_s();
@@ -285,7 +301,7 @@ TEST_F(Faults, SigtermCheckpointsWithinTenSecondsAndResumesBitwise) {
   Job j = start_job(launch(2) + train_args(model(), run, 3000) + " --deterministic",
                     tmp_->file("term.log"));
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  const std::vector<pid_t> pids = rank_pids(run, 2);
+  const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 10);
   ASSERT_GT(pids[0], 0);
   ASSERT_GT(pids[1], 0);
   const double t0 = now_s();
