@@ -175,7 +175,8 @@ int bench_train(const std::vector<std::string>& args) {
   std::vector<double> times;
   double loss = 0;
   AsyncCheckpointWriter writer(save_dir, 2);
-  int64_t steps_done = 0;
+  int64_t steps_done = 0, written = 0;
+  bool save_due = false;
   auto step = [&] {
     sync.zero_grad();
     const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq * rt->dp()),
@@ -184,7 +185,12 @@ int bench_train(const std::vector<std::string>& args) {
     sync.finish_gradients();
     sync.step(opt);
     loss = st.loss_sum / static_cast<double>(st.tokens);
-    if (save_every > 0 && ++steps_done % save_every == 0 && rt->is_root()) {
+    // As the trainer does: a due checkpoint waits for a free writer (no copy of the state for a write that would wait).
+    ++steps_done;
+    save_due = save_due || (save_every > 0 && steps_done % save_every == 0);
+    if (save_due && rt->is_root() && !writer.busy()) {
+      save_due = false;
+      written++;
       CheckpointData ck;  // host copies, handed to the writer thread; the next step goes on meanwhile
       NamedTensors params;
       for (auto& [name, p] : host.parameters()) {
@@ -217,9 +223,10 @@ int bench_train(const std::vector<std::string>& args) {
               ctx.device_label(), dtype_name(dt), static_cast<long long>(rank), targets.c_str(),
               recompute ? " recompute" : "");
   std::printf("  %s%s\n", rt->describe().c_str(),
-              save_every > 0 ? strfmt("; a checkpoint due every %lld steps, %lld of them superseded while the disk was "
-                                      "busy", static_cast<long long>(save_every),
-                                      static_cast<long long>(writer.superseded())).c_str()
+              save_every > 0 ? strfmt("; a checkpoint due every %lld steps: %lld written in %lld steps (a due one "
+                                      "waits for a free writer)",
+                                      static_cast<long long>(save_every), static_cast<long long>(written),
+                                      static_cast<long long>(steps_done)).c_str()
                              : "");
   std::printf("  median step %.2f ms (min %.2f, max %.2f, %d iters) = %.0f tokens/s (last loss %.3f)\n", med * 1e3,
               times.front() * 1e3, times.back() * 1e3, iters, static_cast<double>(job_tokens) / med, loss);

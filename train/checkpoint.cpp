@@ -512,6 +512,11 @@ std::string AsyncCheckpointWriter::wait() {
   return last_;
 }
 
+bool AsyncCheckpointWriter::busy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return busy_ || has_pending_;
+}
+
 int64_t AsyncCheckpointWriter::superseded() const {
   std::lock_guard<std::mutex> lock(mu_);
   return superseded_;

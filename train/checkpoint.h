@@ -86,6 +86,7 @@ class AsyncCheckpointWriter {
   void submit(int64_t step, CheckpointData data, bool wait_for_previous = false);
   std::string wait();
   int64_t superseded() const;  // queued checkpoints replaced by a newer one before they started
+  bool busy() const;           // a write in flight or queued: a caller that can wait a step need not copy its state now
 
  private:
   void work();

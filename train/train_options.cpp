@@ -47,7 +47,8 @@ po::options_description train_options(TrainConfig& cfg, std::string* targets, st
       "save-every", po::value(&cfg.save_every)->default_value(0), "checkpoint every N steps (0: at the end)")(
       "keep-last", po::value(&cfg.keep_last)->default_value(3), "complete checkpoints kept")(
       "save-wait", po::value(&cfg.save_wait)->default_value(false)->implicit_value(true),
-      "a due checkpoint waits for the previous write (every N-th step written) instead of queueing (steps never wait)")(
+      "a due checkpoint waits for the previous write (every N-th step written) instead of being taken at the first "
+      "step after the writer is free (the steps never wait)")(
       "resume", po::value(&cfg.resume)->default_value(""), "auto (newest complete checkpoint of --out) or a DIR");
   lora.add_options()("lora-rank", po::value(&cfg.lora.rank)->default_value(8), "LoRA rank r")(
       "lora-alpha", po::value(&cfg.lora.alpha)->default_value(8.0), "LoRA alpha (scale alpha / r)")(

@@ -333,6 +333,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   // From here on a dead or hung peer must not hang this rank (heartbeats in the run directory).
   dist::Watchdog watchdog(cfg.out + "/.heartbeat", rt->rank(), rt->size(), cfg.collective_timeout_s);
   TrainResult res;
+  bool save_due = false;  // a periodic checkpoint waits for the writer (rank 0)
   const bool tty = root && isatty(fileno(stderr));
   Timer clock;
   double tokens_done = 0;
@@ -432,9 +433,17 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     // A stop signal on any rank stops every rank after this step (one small all-reduce per step).
     const bool signalled = rt->world().all_reduce_value(static_cast<int64_t>(stop_signal()), dist::ReduceOp::Max) > 0;
     const bool stopping = (stop_after > 0 && done - start >= stop_after) || signalled;
-    if ((cfg.save_every > 0 && done % cfg.save_every == 0) || done == total || stopping) {
+    // A periodic checkpoint that comes due while the previous one is still being written is taken at the first step
+    // after the writer is free (unless --save-wait): no host copy of the state is made for a write that would wait.
+    // The last step's and a stop's checkpoint are always written.
+    save_due = save_due || (cfg.save_every > 0 && done % cfg.save_every == 0);
+    if (done == total || stopping) {
       save(done);
       res.last_checkpoint = checkpoint_dir(cfg.out, done);
+      save_due = false;
+    } else if (save_due && (cfg.save_wait || !root || !writer.busy())) {
+      save(done);
+      save_due = false;
     }
     res.steps = done;
     if (signalled) {

@@ -42,9 +42,10 @@ struct TrainConfig {
   int64_t eval_chunks = 0;     // validation chunks per evaluation (0: all)
   int64_t save_every = 0;      // checkpoint every N steps (0: only at the end)
   int64_t keep_last = 3;       // complete checkpoints kept
-  bool save_wait = false;      // false: a checkpoint due while the previous one is still being written is queued
-                               // (a newer one replaces it) and the steps never wait for the disk; true: the step
-                               // waits, so every save_every-th step is written
+  bool save_wait = false;      // false: a checkpoint that comes due while the previous one is still being written
+                               // is taken at the first step after the writer is free, so the steps never wait for
+                               // the disk (nor copy state for a write that would wait); true: the step waits, so
+                               // every save_every-th step is written
   std::string resume;          // "": start fresh (the run directory must not hold checkpoints); "auto": the newest
                                // complete checkpoint of `out`; or a checkpoint directory
 
