@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/check.h"
@@ -117,6 +119,17 @@ inline double dot64(const Tensor& a, const Tensor& b) {
   double s = 0;
   for (int64_t i = 0; i < a.numel(); i++) s += a.ptr<double>()[i] * b.ptr<double>()[i];
   return s;
+}
+
+// How a test waits: for a condition, with a bound, never for a fixed time (a busy machine makes any fixed time wrong).
+// Polls `done` every poll_ms until it holds (true) or timeout_s has passed (false).
+inline bool wait_until(const std::function<bool()>& done, double timeout_s, int poll_ms = 50) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
+  }
+  return true;
 }
 
 // A fresh temporary directory, removed when the object goes out of scope.

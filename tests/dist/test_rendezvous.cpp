@@ -23,13 +23,16 @@ std::vector<uint8_t> payload() {
   return p;
 }
 
-// Runs ranks 1..n-1 as child processes (each exits 0 when it received `payload()`) and rank 0 here.
+// Runs ranks 1..n-1 as child processes (each exits 0 when it received `payload()`) and rank 0 here, once every child
+// is up (its marker file exists), so the others are usually waiting when rank 0 comes.
 void meet(const std::string& spec, int n) {
+  test::TempDir marks("rdv_up");
   std::vector<pid_t> kids;
   for (int r = 1; r < n; r++) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      std::ofstream(marks.file(std::to_string(r))) << "up\n";
       int code = 3;
       try {
         code = dist::rendezvous_share(spec, r, n, {}, 20.0) == payload() ? 0 : 1;
@@ -40,7 +43,14 @@ void meet(const std::string& spec, int n) {
     }
     kids.push_back(pid);
   }
-  usleep(200000);  // the others are waiting before rank 0 comes
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        for (int r = 1; r < n; r++)
+          if (!std::filesystem::exists(marks.file(std::to_string(r)))) return false;
+        return true;
+      },
+      30))
+      << "the other ranks did not start";
   EXPECT_EQ(dist::rendezvous_share(spec, 0, n, payload(), 20.0), payload());
   for (pid_t k : kids) {
     int status = 0;

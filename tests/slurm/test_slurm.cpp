@@ -8,13 +8,12 @@
 // Skipped, with the reason printed, where SLURM is not installed.
 #include <gtest/gtest.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
-#include <thread>
 
 #include "tests/common/proc.h"
 #include "tests/common/test_util.h"
@@ -85,15 +84,15 @@ class Slurm : public ::testing::Test {
   }
   // Polls until the job's state is one of `states` (or it left the queue: "GONE"); "" after the timeout.
   static std::string wait_state(const std::string& id, const std::vector<std::string>& states, double timeout_s) {
-    const auto t0 = std::chrono::steady_clock::now();
-    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < timeout_s) {
-      std::string s = field(id, "JobState");
-      if (s.empty()) s = "GONE";
-      for (const std::string& want : states)
-        if (s == want) return s;
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    }
-    return "";
+    std::string s;
+    const bool reached = test::wait_until(
+        [&] {
+          s = field(id, "JobState");
+          if (s.empty()) s = "GONE";
+          return std::find(states.begin(), states.end(), s) != states.end();
+        },
+        timeout_s, 300);
+    return reached ? s : "";
   }
   static TempDir* tmp_;
   static std::string skip_;
@@ -123,8 +122,8 @@ TEST_F(Slurm, PreemptedJobRequeuesAndResumesBitwise) {
   ASSERT_FALSE(id.empty());
   ASSERT_EQ(wait_state(id, {"RUNNING"}, 60), "RUNNING");
   // Mid-run: once it has taken a few steps.
-  for (int i = 0; i < 200 && loss_text(run).size() < 20; i++) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_GE(loss_text(run).size(), 20u) << read_file(run + "/slurm-" + id + ".log");
+  ASSERT_TRUE(test::wait_until([&] { return loss_text(run).size() >= 20; }, 60))
+      << read_file(run + "/slurm-" + id + ".log");
   Proc sig = sh("scancel --signal=USR1 --batch " + id);
   ASSERT_EQ(sig.code, 0) << sig.out;
   // It checkpoints and requeues itself: pending again, held until its BeginTime.
@@ -138,12 +137,13 @@ TEST_F(Slurm, PreemptedJobRequeuesAndResumesBitwise) {
   ASSERT_LT(ck->step, steps) << "the signal came after the end";
   // Release it once the node has cleaned up the stopped instance (releasing at once can race slurmd's cleanup of the
   // old step, whose id the new instance reuses).
-  for (int i = 0; i < 150; i++) {
-    Proc n = sh("scontrol show node"), steps = sh("squeue -s -h"), stepd = sh("pgrep slurmstepd");
-    if (n.out.find("State=IDLE") != std::string::npos && steps.out.empty() && stepd.code != 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        Proc n = sh("scontrol show node"), steps = sh("squeue -s -h"), stepd = sh("pgrep slurmstepd");
+        return n.out.find("State=IDLE") != std::string::npos && steps.out.empty() && stepd.code != 0;
+      },
+      30, 200))
+      << "the node did not clean up the stopped instance";
   Proc rel = sh("scontrol update JobId=" + id + " StartTime=now");
   ASSERT_EQ(rel.code, 0) << rel.out;
   const std::string end = wait_state(id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "GONE"}, 240);

@@ -50,12 +50,10 @@ double now_s() {
 struct Job {
   pid_t pid = -1;
   std::string log;
-  double started = 0;
 };
 Job start_job(const std::string& cmd, const std::string& log) {
   Job j;
   j.log = log;
-  j.started = now_s();
   j.pid = fork();
   if (j.pid == 0) {
     setpgid(0, 0);  // its own process group: the test can signal the whole job
@@ -64,22 +62,34 @@ Job start_job(const std::string& cmd, const std::string& log) {
   }
   return j;
 }
+// Whether the job has ended (without reaping it: wait_job still collects its exit code).
+bool job_ended(const Job& j) {
+  siginfo_t info{};
+  return waitid(P_PID, static_cast<id_t>(j.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == j.pid;
+}
 // Waits up to `timeout_s`; returns the job's exit code, or -1000 when it did not end (it is then killed).
 int wait_job(const Job& j, double timeout_s) {
-  const double t0 = now_s();
   int status = 0;
-  while (now_s() - t0 < timeout_s) {
-    if (waitpid(j.pid, &status, WNOHANG) == j.pid) {
-      std::ifstream f(j.log + ".rc");
-      int rc = -1;
-      f >> rc;
-      return rc;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (!test::wait_until([&] { return job_ended(j); }, timeout_s)) {
+    kill(-j.pid, SIGKILL);
+    waitpid(j.pid, &status, 0);
+    return -1000;
   }
-  kill(-j.pid, SIGKILL);
   waitpid(j.pid, &status, 0);
-  return -1000;
+  std::ifstream f(j.log + ".rc");
+  int rc = -1;
+  f >> rc;
+  return rc;
+}
+// The newest step in the run's metrics (0 when none).
+int64_t last_step(const std::string& run) {
+  const auto m = loss_text(run);
+  return m.empty() ? 0 : m.rbegin()->first;
+}
+// Waits until the run's metrics reach `step` (or the job ended, or timeout_s passed); whether they did.
+bool wait_for_step(const Job& j, const std::string& run, int64_t step, double timeout_s) {
+  test::wait_until([&] { return last_step(run) >= step || job_ended(j); }, timeout_s);
+  return last_step(run) >= step;
 }
 // The pids of the liger ranks whose command line mentions `out` (the run directory), ordered by rank (the
 // OMPI_COMM_WORLD_RANK of their environment).
@@ -103,18 +113,16 @@ std::vector<pid_t> rank_pids(const std::string& out, int np) {
   return pids;
 }
 
-// rank_pids, polled until every rank is up (a loaded machine can take a while to start them), for up to timeout_s;
-// stops early when the job has already ended.
+// rank_pids once every rank is up (a loaded machine can take a while to start them), for up to timeout_s; earlier
+// when the job has already ended.
 std::vector<pid_t> wait_rank_pids(const Job& j, const std::string& out, int np, double timeout_s) {
-  const double t0 = now_s();
-  std::vector<pid_t> pids = rank_pids(out, np);
-  while (std::find(pids.begin(), pids.end(), -1) != pids.end() && now_s() - t0 < timeout_s) {
-    siginfo_t info{};
-    if (waitid(P_PID, static_cast<id_t>(j.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == j.pid)
-      break;  // ended (not reaped: wait_job still collects it)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    pids = rank_pids(out, np);
-  }
+  std::vector<pid_t> pids;
+  test::wait_until(
+      [&] {
+        pids = rank_pids(out, np);
+        return std::find(pids.begin(), pids.end(), -1) == pids.end() || job_ended(j);
+      },
+      timeout_s);
   return pids;
 }
 
@@ -142,7 +150,7 @@ class Faults : public ::testing::Test {
 TempDir* Faults::tmp_ = nullptr;
 
 TEST_F(Faults, KilledRankResumesBitwise) {
-  // Long enough that 20 kills, each 0.3-1 s after a launch, land inside it (about 30 steps a second here).
+  // Long enough for 20 kills, each at most 12 steps after the previous one.
   const int steps = 400;
   const std::string ref = reference(steps), run = tmp_->file("killed");
   const std::string cmd = launch(2) + train_args(model(), run, steps) + " --deterministic --save-every 1 --resume auto";
@@ -150,13 +158,20 @@ TEST_F(Faults, KilledRankResumesBitwise) {
   int kills = 0, launches = 0;
   while (true) {
     const auto before = find_latest_complete(run);
+    const int64_t seen = last_step(run);  // what earlier launches logged (the relaunch cuts it back to its checkpoint)
     Job j = start_job(cmd, tmp_->file("killed.log"));
     launches++;
     if (kills < 20) {
-      // A random moment: start-up, forward, backward, the all-reduce, the optimizer or a checkpoint write.
-      std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 700));
+      // A random moment: one launch in five right at start-up, the others 1-12 steps past anything logged before,
+      // at a random point inside the step (forward, backward, the all-reduce, the optimizer or a checkpoint write).
       const int victim = static_cast<int>(rng() % 2);
-      const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 10);
+      std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 30);
+      if (rng() % 5 != 0) {
+        wait_for_step(j, run, seen + 1 + static_cast<int64_t>(rng() % 12), 60);
+        const auto phase = std::chrono::microseconds(rng() % 30000);  // not a wait: the point inside the step
+        std::this_thread::sleep_for(phase);
+        pids = rank_pids(run, 2);
+      }
       if (pids[static_cast<size_t>(victim)] > 0) {
         kill(pids[static_cast<size_t>(victim)], SIGKILL);
         kills++;
@@ -195,8 +210,8 @@ TEST_F(Faults, KilledRankResumesBitwise) {
 TEST_F(Faults, StoppedRankIsNamedByTheWatchdog) {
   const std::string run = tmp_->file("stopped");
   Job j = start_job(launch(2) + train_args(model(), run, 5000) + " --collective-timeout 4", tmp_->file("stopped.log"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 10);
+  ASSERT_TRUE(wait_for_step(j, run, 3, 60)) << read_file(j.log);  // training, past start-up
+  const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 30);
   ASSERT_GT(pids[1], 0);
   kill(pids[1], SIGSTOP);
   const double t0 = now_s();
@@ -300,8 +315,8 @@ TEST_F(Faults, SigtermCheckpointsWithinTenSecondsAndResumesBitwise) {
   const std::string run = tmp_->file("term");
   Job j = start_job(launch(2) + train_args(model(), run, 3000) + " --deterministic",
                     tmp_->file("term.log"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 10);
+  ASSERT_TRUE(wait_for_step(j, run, 20, 60)) << read_file(j.log);  // mid-run
+  const std::vector<pid_t> pids = wait_rank_pids(j, run, 2, 30);
   ASSERT_GT(pids[0], 0);
   ASSERT_GT(pids[1], 0);
   const double t0 = now_s();
