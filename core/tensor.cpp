@@ -153,6 +153,20 @@ Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
   return t;
 }
 
+Tensor column_block(const Tensor& host, int64_t c0, int64_t n) {
+  LIGER_CHECK(host.device() == Device::CPU && host.ndim() == 2 && c0 >= 0 && n >= 0 && c0 + n <= host.dim(1),
+              "column_block: columns [%lld, %lld) of %s", static_cast<long long>(c0), static_cast<long long>(c0 + n),
+              host.str().c_str());
+  const int64_t rows = host.dim(0), cols = host.dim(1);
+  Tensor out = Tensor::empty({rows, n}, host.dtype(), Device::CPU);
+  const size_t es = dtype_size(host.dtype());
+  for (int64_t i = 0; i < rows; i++)
+    std::memcpy(static_cast<char*>(out.data()) + static_cast<size_t>(i * n) * es,
+                static_cast<const char*>(host.data()) + static_cast<size_t>(i * cols + c0) * es,
+                static_cast<size_t>(n) * es);
+  return out;
+}
+
 void set_zero(Tensor t) {
   if (t.nbytes() == 0) return;
   if (t.device() == Device::CPU) {

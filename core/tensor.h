@@ -83,6 +83,10 @@ class Tensor {
   std::shared_ptr<void> owner_;
 };
 
+// Columns [c0, c0 + n) of a 2-D host tensor as a new (rows, n) host tensor of its dtype (the tensor-parallel slices
+// of a matrix split by columns).
+Tensor column_block(const Tensor& host, int64_t c0, int64_t n);
+
 // t = 0 (all bytes zero), in place; stream-ordered on the GPU (no host wait).
 void set_zero(Tensor t);
 

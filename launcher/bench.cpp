@@ -183,7 +183,7 @@ int bench_train(const std::vector<std::string>& args) {
                                     nullptr, [&](int64_t l) { sync.layer_done(l); }, recompute);
     ProfileScope prof(ctx, "optimizer (gradient sums, gradients to host, AdamW, adapters back)");
     sync.finish_gradients();
-    sync.step(opt);
+    sync.step(opt, sync.grad_norm());
     loss = st.loss_sum / static_cast<double>(st.tokens);
     // As the trainer does: a due checkpoint waits for a free writer (no copy of the state for a write that would wait).
     ++steps_done;
@@ -192,13 +192,7 @@ int bench_train(const std::vector<std::string>& args) {
       save_due = false;
       written++;
       CheckpointData ck;  // host copies, handed to the writer thread; the next step goes on meanwhile
-      NamedTensors params;
-      for (auto& [name, p] : host.parameters()) {
-        Tensor c = Tensor::empty(p.shape(), p.dtype(), Device::CPU);
-        copy(c, p);
-        params.push_back({name, c});
-      }
-      ck.tensors["adapter_model"] = TensorFile{params, {{"format", "pt"}}};
+      ck.tensors["adapter_model"] = TensorFile{host_copies(host.parameters()), {{"format", "pt"}}};
       ck.tensors["optimizer"] = TensorFile{opt.export_state(), {}};
       ck.json["trainer_state"] = {{"step", steps_done}};
       writer.submit(steps_done, std::move(ck));

@@ -62,17 +62,9 @@ void load_weight_slice(Tensor dst, const Tensor& src, const WeightDesc& d, const
     case Shard::Rows:  // a contiguous block of rows (1-D biases: a block of elements)
       copy(dst, src.slice(r * d.shape[0], d.shape[0]));
       return;
-    case Shard::Cols: {  // every row's block of columns, gathered on the host, then one copy to dst's device
-      const int64_t rows = d.full[0], cols = d.full[1], n = d.shape[1];
-      Tensor tmp = Tensor::empty(d.shape, src.dtype(), Device::CPU);
-      const size_t es = dtype_size(src.dtype());
-      for (int64_t i = 0; i < rows; i++)
-        std::memcpy(static_cast<char*>(tmp.data()) + static_cast<size_t>(i * n) * es,
-                    static_cast<const char*>(src.data()) + static_cast<size_t>(i * cols + r * n) * es,
-                    static_cast<size_t>(n) * es);
-      copy(dst, tmp);
+    case Shard::Cols:  // every row's block of columns, gathered on the host, then one copy to dst's device
+      copy(dst, column_block(src, r * d.shape[1], d.shape[1]));
       return;
-    }
     case Shard::Vocab: {  // rows [v0, v0 + valid), then zero rows up to local_vocab()
       const int64_t valid = c.vocab_valid();
       if (valid < d.shape[0]) copy(dst, Tensor::zeros(d.shape, dst.dtype(), Device::CPU));

@@ -184,17 +184,9 @@ LoraSplit lora_split(LoraTarget t) {
 
 namespace {
 
-// Block r of `n` along dim `dim` (0 or 1) of a 2-D host tensor, as a new host tensor.
+// Block r of `n` along dim `dim` (0 or 1) of a 2-D host tensor.
 Tensor block_of(const Tensor& full, int dim, int64_t r, int64_t n) {
-  if (dim == 0) return full.slice(r * n, n);
-  const int64_t rows = full.dim(0), cols = full.dim(1);
-  Tensor out = Tensor::empty({rows, n}, full.dtype(), Device::CPU);
-  const size_t es = dtype_size(full.dtype());
-  for (int64_t i = 0; i < rows; i++)
-    std::memcpy(static_cast<char*>(out.data()) + static_cast<size_t>(i * n) * es,
-                static_cast<const char*>(full.data()) + static_cast<size_t>(i * cols + r * n) * es,
-                static_cast<size_t>(n) * es);
-  return out;
+  return dim == 0 ? full.slice(r * n, n) : column_block(full, r * n, n);
 }
 
 // Which dimension of a pair's tensor is split (-1: whole): B's rows for column-parallel targets, A's columns for

@@ -75,10 +75,20 @@ void AdapterSync::reduce_stash() {
   assemble();
 }
 
-AdamWStepStats AdapterSync::step(AdamW& opt) {
+namespace {
+std::vector<Tensor> gradient_list(const LoraAdapters& a) {
   std::vector<Tensor> grads;
-  for (auto& [name, g] : master_.gradients()) grads.push_back(g);
-  AdamWStepStats st = opt.step(grads);
+  for (auto& [name, g] : a.gradients()) grads.push_back(g);
+  return grads;
+}
+}  // namespace
+
+double AdapterSync::grad_norm() const {
+  return AdamW::global_norm(gradient_list(master_));
+}
+
+AdamWStepStats AdapterSync::step(AdamW& opt, double grad_norm) {
+  AdamWStepStats st = opt.step(gradient_list(master_), grad_norm);
   work_.load_shard_values(master_, local_);
   return st;
 }

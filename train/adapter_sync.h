@@ -48,8 +48,10 @@ class AdapterSync {
   // order into the working gradients, then assembles as finish_gradients does.
   void reduce_stash();
 
-  // AdamW on the master and the new values into the working copy.
-  AdamWStepStats step(AdamW& opt);
+  // The global norm of the master's assembled gradients (NaN or inf when any is not finite: the step is skipped).
+  double grad_norm() const;
+  // AdamW on the master (grad_norm: as grad_norm() returned) and the new values into the working copy.
+  AdamWStepStats step(AdamW& opt, double grad_norm);
 
  private:
   void assemble();

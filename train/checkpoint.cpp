@@ -438,6 +438,16 @@ std::string write_checkpoint(const std::string& run_dir, int64_t step, const Che
   return final_dir;
 }
 
+NamedTensors host_copies(const NamedTensors& tensors) {
+  NamedTensors out;
+  for (const auto& [name, t] : tensors) {
+    Tensor c = Tensor::empty(t.shape(), t.dtype(), Device::CPU);
+    copy(c, t);
+    out.push_back({name, c});
+  }
+  return out;
+}
+
 AsyncCheckpointWriter::AsyncCheckpointWriter(std::string run_dir, int keep_last)
     : run_dir_(std::move(run_dir)), keep_last_(keep_last), thread_([this] { work(); }) {}
 

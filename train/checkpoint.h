@@ -67,6 +67,9 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step);
 // Errors (bad names, I/O failures) name the path; the .tmp directory is removed on failure.
 std::string write_checkpoint(const std::string& run_dir, int64_t step, const CheckpointData& data);
 
+// Host copies of (name, tensor) pairs, safe to hand to the writer thread while the originals go on changing.
+NamedTensors host_copies(const NamedTensors& tensors);
+
 // Writes checkpoints on a thread of its own, one at a time, then prunes to keep_last (DESIGN.md §6): the training
 // steps go on while the files are written and fsynced. The data handed over must be host copies that nothing else
 // changes (AdamW::export_state makes them; copy the parameters).

@@ -133,7 +133,17 @@ size_t AdamW::state_bytes() const {
   return b;
 }
 
+double AdamW::global_norm(const std::vector<Tensor>& grads) {
+  double sq = 0.0;
+  for (const Tensor& g : grads) sq += cpu::sum_squares(g.ptr<float>(), g.numel());
+  return std::sqrt(sq);
+}
+
 AdamWStepStats AdamW::step(const std::vector<Tensor>& grads) {
+  return step(grads, global_norm(grads));
+}
+
+AdamWStepStats AdamW::step(const std::vector<Tensor>& grads, double grad_norm) {
   LIGER_CHECK(grads.size() == params_.size(), "AdamW::step: %zu gradients for %zu parameters", grads.size(),
               params_.size());
   for (size_t i = 0; i < grads.size(); i++) {
@@ -144,9 +154,7 @@ AdamWStepStats AdamW::step(const std::vector<Tensor>& grads) {
   }
 
   AdamWStepStats st;
-  double sq = 0.0;
-  for (const Tensor& g : grads) sq += cpu::sum_squares(g.ptr<float>(), g.numel());
-  st.grad_norm = std::sqrt(sq);
+  st.grad_norm = grad_norm;
   LIGER_CHECK(std::isfinite(st.grad_norm),
               "optimizer step %lld: the gradient norm is %g (the loss diverged or the data has NaN/inf; lower --lr, "
               "or resume from an earlier checkpoint)",

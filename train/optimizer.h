@@ -112,6 +112,11 @@ class AdamW {
   // scale (when clip_norm > 0), the lr from the schedule, and updates every parameter and moment. A non-finite
   // gradient norm is an Error raised before anything is modified (the loss diverged or the data has NaN/inf).
   AdamWStepStats step(const std::vector<Tensor>& grads);
+  // The same step with the global norm already computed (global_norm(grads)): a caller that checks the gradients
+  // for non-finite values first scans them once.
+  AdamWStepStats step(const std::vector<Tensor>& grads, double grad_norm);
+  // The global L2 norm of fp32 CPU gradients (sums of squares in fp64, in order); NaN or inf when any value is.
+  static double global_norm(const std::vector<Tensor>& grads);
 
   int64_t steps_done() const { return steps_done_; }
   const OptimConfig& config() const { return cfg_; }

@@ -119,18 +119,6 @@ double validation_loss(LlamaModel& model, const LoraAdapters& lora, const DataLo
   return tokens > 0 ? sum / tokens : NAN;
 }
 
-// Whether every value of a host f32 / f64 buffer is finite.
-bool all_finite(const Tensor& t) {
-  if (t.dtype() == DType::F64) {
-    for (int64_t i = 0; i < t.numel(); i++)
-      if (!std::isfinite(t.ptr<double>()[i])) return false;
-    return true;
-  }
-  for (int64_t i = 0; i < t.numel(); i++)
-    if (!std::isfinite(t.ptr<float>()[i])) return false;
-  return true;
-}
-
 // After a resume at `step`: metrics.jsonl keeps the records of steps <= step (those the checkpoint includes), so the
 // file of a run that was interrupted and resumed, any number of times, reads as one uninterrupted run. A line torn by a
 // crash is dropped too. Rewritten atomically.
@@ -299,14 +287,8 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   AsyncCheckpointWriter writer(cfg.out, static_cast<int>(cfg.keep_last));
   auto save = [&](int64_t step) {
     if (!root) return;
-    NamedTensors params;
-    for (auto& [name, p] : lora.parameters()) {
-      Tensor c = Tensor::empty(p.shape(), p.dtype(), Device::CPU);
-      copy(c, p);
-      params.push_back({name, c});
-    }
     CheckpointData ck;
-    ck.tensors["adapter_model"] = TensorFile{params, {{"format", "pt"}}};
+    ck.tensors["adapter_model"] = TensorFile{host_copies(lora.parameters()), {{"format", "pt"}}};
     ck.tensors["optimizer"] = TensorFile{opt->export_state(), {}};
     ck.json["adapter_config"] = lora.adapter_config(cfg.model);
     ck.json["trainer_state"] = {{"step", step},
@@ -383,7 +365,8 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     watchdog.progress();
     // Every rank holds the reduced loss and the assembled gradients, so every rank reaches the same verdict: a NaN on
     // one rank reached all of them through the sums.
-    const bool finite = std::isfinite(loss) && all_finite(lora.grad_buffer());
+    const double grad_norm = sync.grad_norm();  // one scan of the gradients: the check below and AdamW's norm
+    const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
     AdamWStepStats os;
     if (!finite) {
       bad_in_a_row++;
@@ -405,7 +388,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
       // The step counts (its samples are consumed) and may still be checkpointed or stopped at, below.
     } else {
       bad_in_a_row = 0;
-      os = sync.step(*opt);
+      os = sync.step(*opt, grad_norm);
       tokens_done += tokens;
     }
     res.losses.push_back(loss);

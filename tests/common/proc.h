@@ -65,6 +65,17 @@ inline std::map<int64_t, std::string> loss_text(const std::string& run) {
   return m;
 }
 
+// step -> the numeric field `key` of metrics.jsonl ("loss", "grad_norm", ...); torn lines are skipped.
+inline std::map<int64_t, double> metric_values(const std::string& run, const std::string& key) {
+  std::map<int64_t, double> m;
+  std::ifstream f(run + "/metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    Json j = Json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains(key) && j[key].is_number()) m[j["step"].get<int64_t>()] = j[key].get<double>();
+  }
+  return m;
+}
+
 // Every adapter tensor of a checkpoint (f32 values).
 inline std::map<std::string, std::vector<float>> adapters(const std::string& ckpt) {
   std::map<std::string, std::vector<float>> m;

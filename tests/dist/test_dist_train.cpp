@@ -38,26 +38,12 @@ using test::train_args;
 using test::source_path;
 using test::TempDir;
 
-std::map<int64_t, double> losses(const std::string& run) {
-  std::map<int64_t, double> m;
-  for (auto& [s, t] : loss_text(run)) m[s] = std::stod(t);
-  return m;
-}
-std::map<int64_t, double> grad_norms(const std::string& run) {
-  std::map<int64_t, double> m;
-  std::ifstream f(run + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) {
-    Json j = Json::parse(line);
-    if (j.contains("grad_norm")) m[j["step"].get<int64_t>()] = j["grad_norm"].get<double>();
-  }
-  return m;
-}
-
 // Losses and gradient norms of every step within `tol` (relative), and the adapter weights after `step` within
 // `weight_tol` (relative, per tensor).
 void expect_same_training(const std::string& ref, const std::string& run, int64_t step, double tol,
                           const std::string& what, double weight_tol) {
-  const auto a = losses(ref), b = losses(run), ga = grad_norms(ref), gb = grad_norms(run);
+  const auto a = test::metric_values(ref, "loss"), b = test::metric_values(run, "loss");
+  const auto ga = test::metric_values(ref, "grad_norm"), gb = test::metric_values(run, "grad_norm");
   ASSERT_FALSE(a.empty()) << what << ": no losses in " << ref;
   for (auto& [s, l] : a) {
     ASSERT_TRUE(b.count(s)) << what << ": no step " << s << " in " << run;
