@@ -1,10 +1,19 @@
 // dist/nccl_comm.cpp — the NCCL backend: device tensors over an NCCL communicator on the compute stream (host tensors
 // staged through the device, with a synchronize). Every NCCL call is checked; a failure is a liger::Error naming the
 // call and NCCL's message.
+//
+// The communicators are non-blocking (ncclConfig_t::blocking = 0): a call that answers ncclInProgress is waited for by
+// polling ncclCommGetAsyncError, and every live communicator is listed here, so the watchdog thread (dist/watchdog.h)
+// can poll them for an asynchronous error — a peer that died, a broken connection — and abort them (ncclCommAbort),
+// which ends NCCL kernels that would otherwise wait forever for the dead peer.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <chrono>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #include "core/check.h"
 #include "core/cuda_check.h"
@@ -21,6 +30,62 @@
 namespace liger::dist {
 
 namespace {
+
+// Every live communicator of this process (for the watchdog's polling and abort).
+std::mutex g_comms_mutex;
+std::set<ncclComm_t> g_comms;
+bool g_aborted = false;
+
+void register_comm(ncclComm_t c) {
+  std::lock_guard<std::mutex> lock(g_comms_mutex);
+  g_comms.insert(c);
+}
+
+// Waits until `comm` finished what the last call started (ncclInProgress), then checks its state; `what` names the
+// call for the error message.
+void wait_ready(ncclComm_t comm, ncclResult_t r, const char* what) {
+  while (r == ncclInProgress) {
+    std::this_thread::yield();
+    if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) break;
+  }
+  if (r != ncclSuccess)
+    LIGER_FAIL("NCCL error in %s: %s (%s)", what, ncclGetErrorString(r),
+               ncclGetLastError(comm) ? ncclGetLastError(comm) : "no detail");
+}
+
+#define NCCL_CALL(comm, stmt) wait_ready((comm), (stmt), #stmt)
+
+// A communicator being created without blocking (ncclCommInitRankConfig, ncclCommSplit): NCCL may store it into
+// *slot only when its background job finishes, so this waits for the slot to be set and the communicator to leave
+// ncclInProgress; `parent` (the communicator split, or null) reports a failure of the job meanwhile.
+ncclComm_t wait_created(ncclComm_t* slot, ncclComm_t parent, ncclResult_t r, const char* what) {
+  if (r != ncclSuccess && r != ncclInProgress) LIGER_FAIL("NCCL error in %s: %s", what, ncclGetErrorString(r));
+  for (;;) {
+    ncclComm_t c = *static_cast<ncclComm_t volatile*>(slot);
+    ncclResult_t st = ncclInProgress;
+    if (c) {
+      if (ncclCommGetAsyncError(c, &st) != ncclSuccess) st = ncclInternalError;
+      if (st == ncclSuccess) return c;
+      if (st != ncclInProgress)
+        LIGER_FAIL("NCCL error in %s: %s (%s)", what, ncclGetErrorString(st),
+                   ncclGetLastError(c) ? ncclGetLastError(c) : "no detail");
+    } else if (parent) {
+      if (ncclCommGetAsyncError(parent, &st) != ncclSuccess) st = ncclInternalError;
+      if (st != ncclSuccess && st != ncclInProgress)
+        LIGER_FAIL("NCCL error in %s: %s (%s)", what, ncclGetErrorString(st),
+                   ncclGetLastError(parent) ? ncclGetLastError(parent) : "no detail");
+    } else if (r == ncclSuccess) {
+      LIGER_FAIL("NCCL error in %s: no communicator was made", what);
+    }
+    std::this_thread::yield();
+  }
+}
+
+ncclConfig_t nonblocking_config() {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  return config;
+}
 
 ncclDataType_t nccl_type(DType d) {
   switch (d) {
@@ -56,9 +121,22 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(ncclComm_t comm, cudaStream_t stream) : comm_(comm), stream_(stream) {
     NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
     NCCL_CHECK(ncclCommCount(comm_, &size_));
+    register_comm(comm_);
   }
   ~NcclCommunicator() override {
-    if (comm_) ncclCommDestroy(comm_);
+    std::lock_guard<std::mutex> lock(g_comms_mutex);
+    g_comms.erase(comm_);
+    if (g_aborted) return;  // ncclCommAbort freed it
+    // Flush what is in flight, then free it; a communicator in an error state is aborted instead.
+    ncclResult_t r = ncclCommFinalize(comm_);
+    while (r == ncclInProgress) {
+      std::this_thread::yield();
+      if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) break;
+    }
+    if (r == ncclSuccess)
+      ncclCommDestroy(comm_);
+    else
+      ncclCommAbort(comm_);
   }
   Backend backend() const override { return Backend::Nccl; }
 
@@ -68,15 +146,15 @@ class NcclCommunicator final : public Communicator {
     all_reduce_on(t, op, static_cast<cudaStream_t>(stream));
   }
   void group_start() override { NCCL_CHECK(ncclGroupStart()); }
-  void group_end() override { NCCL_CHECK(ncclGroupEnd()); }
+  void group_end() override { NCCL_CALL(comm_, ncclGroupEnd()); }
 
   void all_gather(Tensor out, const Tensor& in) override {
     check_collective_tensor("all_gather", in);
     LIGER_CHECK(out.numel() == in.numel() * size_ && out.dtype() == in.dtype(),
                 "all_gather: out %s does not hold %d x in %s", out.str().c_str(), size_, in.str().c_str());
     Tensor di = on_device(in), dout = out.is_cuda() ? out : Tensor::empty(out.shape(), out.dtype(), Device::CUDA);
-    NCCL_CHECK(
-        ncclAllGather(di.data(), dout.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), comm_, stream_));
+    NCCL_CALL(comm_, ncclAllGather(di.data(), dout.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()),
+                                   comm_, stream_));
     finish(out, dout);
   }
   void reduce_scatter(Tensor out, const Tensor& in, ReduceOp op) override {
@@ -84,15 +162,15 @@ class NcclCommunicator final : public Communicator {
     LIGER_CHECK(in.numel() == out.numel() * size_ && out.dtype() == in.dtype(),
                 "reduce_scatter: in %s is not %d x out %s", in.str().c_str(), size_, out.str().c_str());
     Tensor di = on_device(in), dout = out.is_cuda() ? out : Tensor::empty(out.shape(), out.dtype(), Device::CUDA);
-    NCCL_CHECK(ncclReduceScatter(di.data(), dout.data(), static_cast<size_t>(out.numel()), nccl_type(in.dtype()),
-                                 nccl_op(op), comm_, stream_));
+    NCCL_CALL(comm_, ncclReduceScatter(di.data(), dout.data(), static_cast<size_t>(out.numel()),
+                                       nccl_type(in.dtype()), nccl_op(op), comm_, stream_));
     finish(out, dout);
   }
   void broadcast(Tensor t, int root) override {
     check_collective_tensor("broadcast", t);
     Tensor d = on_device(t);
-    NCCL_CHECK(
-        ncclBroadcast(d.data(), d.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root, comm_, stream_));
+    NCCL_CALL(comm_, ncclBroadcast(d.data(), d.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root,
+                                   comm_, stream_));
     finish(t, d);
   }
   void barrier() override {
@@ -102,7 +180,9 @@ class NcclCommunicator final : public Communicator {
   }
   std::unique_ptr<Communicator> split(int color, int key) override {
     ncclComm_t sub = nullptr;
-    NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, nullptr));
+    ncclConfig_t config = nonblocking_config();
+    const ncclResult_t r = ncclCommSplit(comm_, color, key, &sub, &config);
+    sub = wait_created(&sub, comm_, r, "ncclCommSplit");
     return std::make_unique<NcclCommunicator>(sub, stream_);
   }
 
@@ -117,8 +197,8 @@ class NcclCommunicator final : public Communicator {
   void all_reduce_on(Tensor t, ReduceOp op, cudaStream_t stream) {
     check_collective_tensor("all_reduce", t);
     Tensor d = on_device(t);
-    NCCL_CHECK(ncclAllReduce(d.data(), d.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), nccl_op(op),
-                             comm_, stream));
+    NCCL_CALL(comm_, ncclAllReduce(d.data(), d.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
+                                   nccl_op(op), comm_, stream));
     finish(t, d);
   }
 
@@ -141,8 +221,30 @@ std::unique_ptr<Communicator> make_nccl(const std::vector<uint8_t>& idv, int ran
   LIGER_CHECK(idv.size() == sizeof(id), "NCCL: the unique id has %zu bytes, expected %zu", idv.size(), sizeof(id));
   std::memcpy(&id, idv.data(), sizeof(id));
   ncclComm_t comm = nullptr;
-  NCCL_CHECK(ncclCommInitRank(&comm, size, id, rank));
+  ncclConfig_t config = nonblocking_config();
+  const ncclResult_t r = ncclCommInitRankConfig(&comm, size, id, rank, &config);
+  comm = wait_created(&comm, nullptr, r, "ncclCommInitRankConfig");
   return std::make_unique<NcclCommunicator>(comm, static_cast<cudaStream_t>(stream));
+}
+
+std::string nccl_async_error() {
+  std::lock_guard<std::mutex> lock(g_comms_mutex);
+  if (g_aborted) return "";
+  for (ncclComm_t c : g_comms) {
+    ncclResult_t st = ncclSuccess;
+    if (ncclCommGetAsyncError(c, &st) != ncclSuccess) continue;
+    if (st == ncclSuccess || st == ncclInProgress) continue;
+    const char* detail = ncclGetLastError(c);
+    return strfmt("%s%s%s", ncclGetErrorString(st), detail && *detail ? ": " : "", detail ? detail : "");
+  }
+  return "";
+}
+
+void nccl_abort_all() {
+  std::lock_guard<std::mutex> lock(g_comms_mutex);
+  if (g_aborted) return;
+  g_aborted = true;
+  for (ncclComm_t c : g_comms) ncclCommAbort(c);
 }
 
 }  // namespace liger::dist

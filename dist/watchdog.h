@@ -7,6 +7,9 @@
 // every rank whose heartbeat stopped (or never came), prints one line and ends the whole job (MPI_Abort; _exit
 // without MPI), so no rank waits forever. A process stopped by SIGSTOP stops its own heartbeat too: the others name it.
 // The directory must be visible to every rank (the run directory, shared across nodes).
+// On GPUs the thread also polls the NCCL communicators (ncclCommGetAsyncError) every second: an error there (a peer's
+// connection broke) stops the job at once, naming the rank whose heartbeat stopped; the communicators are aborted
+// (ncclCommAbort) before the job ends, so no NCCL kernel is left waiting for the dead peer.
 #pragma once
 
 #include <atomic>
@@ -29,6 +32,7 @@ class Watchdog {
 
  private:
   void run();
+  std::string stale_peers(double start, double t) const;
   std::string dir_;
   int rank_, size_;
   double timeout_s_;

@@ -29,6 +29,19 @@ namespace {
 
 void print_device_memory(Device dev);
 
+}  // namespace
+
+ModelConfig bench_model_config(const std::string& shape, const std::string& variant, int64_t window) {
+  ModelConfig cfg = model_config_for_shape(shape);
+  if (variant != "softmax") {
+    cfg.liger = parse_liger_config({{"variant", variant}, {"window", window}}, "--variant", cfg);
+    cfg.is_liger = true;
+  }
+  return cfg;
+}
+
+namespace {
+
 int bench_forward(const std::vector<std::string>& args) {
   std::string shape, device, dtype, logits_mode;
   int64_t seq = 0, batch = 1;
@@ -138,11 +151,7 @@ int bench_train(const std::vector<std::string>& args) {
   LIGER_CHECK(seq > 1 && batch > 0 && iters > 0 && warmup >= 0, "--seq must be > 1, --batch and --iters positive");
   const Device dev = parse_device(device);
   const DType dt = dtype.empty() ? (dev == Device::CPU ? DType::F32 : DType::BF16) : parse_dtype(dtype);
-  ModelConfig cfg = model_config_for_shape(shape);
-  if (variant != "softmax") {
-    cfg.liger = parse_liger_config({{"variant", variant}, {"window", window}}, "--variant", cfg);
-    cfg.is_liger = true;
-  }
+  ModelConfig cfg = bench_model_config(shape, variant, window);
   // Under mpirun every rank runs the step on its own batch (data parallel) or its slice (--tp), as the trainer does.
   const dist::WorldInfo world = dist::discover_world();
   const int gpu_index = dev == Device::CUDA && world.size > 1 ? dist::cuda_device_for(world, cuda_device_count()) : 0;
@@ -158,11 +167,12 @@ int bench_train(const std::vector<std::string>& args) {
   lc.alpha = static_cast<double>(rank);
   lc.targets = LoraConfig::parse_targets(targets);
   lc.validate();
-  // As the trainer runs it: full host master adapters and AdamW, a device working copy (this rank's slice), the
-  // data-parallel sum of the gradients (overlapped with the backward on NCCL) and their tensor-parallel assembly.
+  // As the trainer runs it: full master adapters, a device working copy (this rank's slice; at tp = 1 on a GPU it is
+  // the master, and AdamW runs on the device), the data-parallel sum of the gradients (overlapped with the backward
+  // on NCCL) and their tensor-parallel assembly.
   LoraAdapters host = LoraAdapters::init(full_cfg, lc, Device::CPU);
-  AdamW opt(OptimConfig{}, host.parameters());
   AdapterSync sync(*rt, host, cfg, ctx);
+  AdamW opt(OptimConfig{}, sync.optimizer_parameters(), &ctx);  // on the device at tp = 1 on a GPU
   LoraAdapters& work = sync.work();
   LOG_INFO("bench train: %s, B=%lld T=%lld, %s %s, LoRA r=%lld on %s (%lld parameters); %s", cfg.summary().c_str(),
            static_cast<long long>(batch), static_cast<long long>(seq), ctx.device_label(), dtype_name(dt),
@@ -181,9 +191,10 @@ int bench_train(const std::vector<std::string>& args) {
     sync.zero_grad();
     const StepStats st = train_step(*model, work, tids, ttg, 1.0f / static_cast<float>(batch * seq * rt->dp()),
                                     nullptr, [&](int64_t l) { sync.layer_done(l); }, recompute);
-    ProfileScope prof(ctx, "optimizer (gradient sums, gradients to host, AdamW, adapters back)");
+    ProfileScope prof(ctx, sync.on_device() ? "optimizer (gradient sums, AdamW on the device)"
+                                            : "optimizer (gradient sums, gradients to host, AdamW, adapters back)");
     sync.finish_gradients();
-    sync.step(opt, sync.grad_norm());
+    sync.step(opt, sync.grad_norm(opt));
     loss = st.loss_sum / static_cast<double>(st.tokens);
     // As the trainer does: a due checkpoint waits for a free writer (no copy of the state for a write that would wait).
     ++steps_done;
@@ -192,7 +203,7 @@ int bench_train(const std::vector<std::string>& args) {
       save_due = false;
       written++;
       CheckpointData ck;  // host copies, handed to the writer thread; the next step goes on meanwhile
-      ck.tensors["adapter_model"] = TensorFile{host_copies(host.parameters()), {{"format", "pt"}}};
+      ck.tensors["adapter_model"] = TensorFile{sync.checkpoint_values(), {{"format", "pt"}}};
       ck.tensors["optimizer"] = TensorFile{opt.export_state(), {}};
       ck.json["trainer_state"] = {{"step", steps_done}};
       writer.submit(steps_done, std::move(ck));
@@ -247,14 +258,16 @@ int cmd_bench(const std::vector<std::string>& args) {
         "usage: liger bench <benchmark> [options]\n\nbenchmarks:\n  forward   prefill throughput and peak memory "
         "(random weights)\n  train     LoRA fine-tuning step throughput and peak memory (random weights)\n  layer     "
         "one Liger "
-        "attention layer and its recurrence, forward and backward (random inputs)\n");
+        "attention layer and its recurrence, forward and backward (random inputs)\n  decode    batched decoding: "
+        "tokens/s at each length and the memory held (random weights)\n");
     return args.empty() ? 2 : 0;
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "forward") return bench_forward(rest);
   if (args[0] == "train") return bench_train(rest);
   if (args[0] == "layer") return bench_layer(rest);
-  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward, train, layer)", args[0].c_str());
+  if (args[0] == "decode") return bench_decode(rest);
+  LIGER_FAIL("liger bench: unknown benchmark '%s' (available: forward, train, layer, decode)", args[0].c_str());
 }
 
 }  // namespace liger::cli

@@ -28,7 +28,7 @@ Json number_or_null(double x) { return std::isfinite(x) ? Json(x) : Json(nullptr
 }  // namespace
 
 int cmd_eval(const std::vector<std::string>& args) {
-  std::string model_dir, adapter_dir, text_file, json_file;
+  std::string model_dir, adapter_dir, text_file, json_file, device, dtype;
   DataConfig dc;
   int64_t max_chunks = 0;
   bool diagnostics = false, by_position = false;
@@ -54,7 +54,9 @@ int cmd_eval(const std::vector<std::string>& args) {
       ("by-position", po::bool_switch(&by_position),
        "also the mean loss by position: 0-64, 64-128, 128-256, 256-512, ... tokens of context (from the start of the "
        "document, or of the chunk with --pack-across-documents true)")
-      ("json", po::value(&json_file), "also write the figures to this JSON file");
+      ("json", po::value(&json_file), "also write the figures to this JSON file")
+      ("device", po::value(&device)->default_value("cpu"), "cpu or cuda")
+      ("dtype", po::value(&dtype)->default_value(""), "f32 (cpu default) or bf16 (cuda default; Liger states in fp32)");
   dist::DistConfig dcfg;
   desc.add(dist_options(dcfg));
   po::variables_map vm;
@@ -75,17 +77,28 @@ int cmd_eval(const std::vector<std::string>& args) {
     dc.validation_count = 0;
   }
 
-  Context ctx = Context::cpu();
+  LIGER_CHECK(device == "cpu" || device == "cuda", "--device %s: expected cpu or cuda", device.c_str());
+  LIGER_CHECK(dtype.empty() || dtype == "f32" || dtype == "bf16", "--dtype %s: expected f32 or bf16", dtype.c_str());
+  LIGER_CHECK(!(device == "cpu" && dtype == "bf16"), "--dtype bf16: the CPU path computes in f32 (use --device cuda)");
+  LIGER_CHECK(!diagnostics || device == "cpu",
+              "--diagnostics runs on the CPU in this version (the per-layer figures compare every layer against "
+              "softmax attention in fp64): drop --device cuda, or evaluate the perplexity alone on the GPU");
+  const bool gpu = device == "cuda";
+  const DType model_dtype = dtype == "bf16" || (dtype.empty() && gpu) ? DType::BF16 : DType::F32;
   Timer timer;
-  // Under mpirun: --tp N splits the model, the dp ranks share the chunks (chunk i on dp rank i % dp).
-  std::unique_ptr<dist::Runtime> rt = dist::Runtime::create(dcfg, Device::CPU);
+  // Under mpirun: --tp N splits the model, the dp ranks share the chunks (chunk i on dp rank i % dp); each rank takes
+  // the GPU of its local rank.
+  const dist::WorldInfo world = dist::discover_world();
+  Context ctx = gpu ? Context::cuda(world.size > 1 ? dist::cuda_device_for(world, cuda_device_count()) : 0)
+                    : Context::cpu();
+  std::unique_ptr<dist::Runtime> rt = dist::Runtime::create(dcfg, ctx.device(), ctx.stream());
   LIGER_CHECK(!diagnostics || rt->size() == 1, "--diagnostics runs in one process (the per-layer figures need every "
                                                "head and every chunk on one rank); perplexity alone runs on any layout");
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<LlamaModel> model;
   dist::agree(rt->world(), [&] {
     tok = load_tokenizer(model_dir);
-    model = LlamaModel::load(model_dir, ctx, DType::F32, rt->tp() > 1 ? &rt->tp_comm() : nullptr);
+    model = LlamaModel::load(model_dir, ctx, model_dtype, rt->tp() > 1 ? &rt->tp_comm() : nullptr);
   });
   const ModelConfig& cfg = model->config();
   LIGER_CHECK(tok->vocab_size() <= cfg.vocab_size, "%s: the tokenizer has %lld tokens but the model only %lld",
@@ -95,7 +108,7 @@ int cmd_eval(const std::vector<std::string>& args) {
               "convert)",
               model_dir.c_str());
   LoraAdapters lora;
-  if (!adapter_dir.empty()) lora = LoraAdapters::load_for(adapter_dir, cfg, Device::CPU);
+  if (!adapter_dir.empty()) lora = LoraAdapters::load_for(adapter_dir, cfg, ctx.device());
   const LoraAdapters* lp = adapter_dir.empty() ? nullptr : &lora;
 
   DataLoader data(dc, *tok);
@@ -104,13 +117,15 @@ int cmd_eval(const std::vector<std::string>& args) {
               text ? "text" : "validation", static_cast<long long>(dc.chunk_length),
               text ? "lower --chunk-length" : "raise --validation-fraction/--validation-count or lower --chunk-length");
   const int64_t n = max_chunks > 0 ? std::min(max_chunks, split.num_chunks()) : split.num_chunks();
-  LOG_INFO("%s%s%s on %lld chunks of %lld tokens of %s", cfg.summary().c_str(), lp ? " + adapters " : "",
-           adapter_dir.c_str(), static_cast<long long>(n), static_cast<long long>(dc.chunk_length), dc.path.c_str());
+  LOG_INFO("%s%s%s on %lld chunks of %lld tokens of %s (%s, %s)", cfg.summary().c_str(), lp ? " + adapters " : "",
+           adapter_dir.c_str(), static_cast<long long>(n), static_cast<long long>(dc.chunk_length), dc.path.c_str(),
+           ctx.device_label(), dtype_name(model_dtype));
 
   double loss_sum = 0.0;
   int64_t tokens = 0;
   LigerDiagnostics diag;
   PositionLosses positions(dc.chunk_length);
+  Timer loop;
   for (int64_t i = rt->dp_rank(); i < n; i += rt->dp()) {
     const Chunk c = split.chunk(i);
     const int64_t T = static_cast<int64_t>(c.input_ids.size());
@@ -136,7 +151,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   }
   if (!rt->is_root()) return 0;
   const double loss = loss_sum / static_cast<double>(tokens), ppl = std::exp(loss);
-  LOG_INFO("evaluated in %.2f s", timer.seconds());
+  LOG_INFO("evaluated in %.2f s (the chunks: %.2f s, %.0f tokens/s)", timer.seconds(), loop.seconds(),
+           static_cast<double>(tokens) / loop.seconds());
 
   std::printf("loss %.6f  ppl %.4f  tokens %lld  chunks %lld\n", loss, ppl, static_cast<long long>(tokens),
               static_cast<long long>(n));

@@ -1,6 +1,7 @@
 #include "model/generate.h"
 
 #include "core/check.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "ops/sampling.h"
 
@@ -16,6 +17,13 @@ std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& pro
   const int64_t capacity = P + sc.max_new_tokens;
   // Softmax layers cannot go past the trained context; a pure Liger model decodes in constant memory at any length.
   const bool pure_liger = cfg.is_liger && cfg.liger.softmax_layers.empty();
+  if (pure_liger && cfg.max_position > 0 && capacity > cfg.max_position) {
+    LOG_WARN("generate: prompt (%lld tokens) + %lld new tokens go past the base model's max_position_embeddings %lld: "
+             "a Liger model decodes on (its state does not grow; the window uses RoPE at absolute positions), but the "
+             "base model never saw positions that far",
+             static_cast<long long>(P), static_cast<long long>(sc.max_new_tokens),
+             static_cast<long long>(cfg.max_position));
+  }
   if (!pure_liger && cfg.max_position > 0 && capacity > cfg.max_position) {
     LIGER_FAIL("generate: prompt (%lld tokens) + --max-new-tokens %lld exceed the model's max_position_embeddings %lld",
                static_cast<long long>(P), static_cast<long long>(sc.max_new_tokens),

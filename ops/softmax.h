@@ -14,14 +14,17 @@ void softmax(Context& ctx, Tensor out, const Tensor& x, bool log);
 void softmax_backward(Context& ctx, Tensor dx, const Tensor& dy, const Tensor& y);
 }  // namespace cuda
 
-// out (N, V) f32 = softmax(x (N, V)) (log = false) or log_softmax(x) (log = true); max subtracted first.
-// x may be f32 or bf16 on the GPU. On the CPU, x and out are both f32, or both f64 (for the gradient checks).
+// out (N, V) = softmax(x (N, V)) (log = false) or log_softmax(x) (log = true); max subtracted first, fp32 arithmetic.
+// GPU: x and out each f32 or bf16 (out rounded once). On the CPU, x and out are both f32, or both f64 (for the
+// gradient checks).
 inline void softmax(Context& ctx, Tensor out, const Tensor& x, bool log = false) {
   check_device(ctx, "softmax", {&out, &x});
   LIGER_CHECK(x.ndim() == 2, "softmax: x must be (N, V), got %s", x.shape().str().c_str());
   check_shape("softmax", "out", out, x.shape());
-  LIGER_CHECK(out.dtype() == DType::F32 || (out.dtype() == DType::F64 && !ctx.is_cuda()),
-              "softmax: out must be f32 (or f64 with an f64 x on the CPU), got %s", dtype_name(out.dtype()));
+  LIGER_CHECK(out.dtype() == DType::F32 || (out.dtype() == DType::BF16 && ctx.is_cuda()) ||
+                  (out.dtype() == DType::F64 && !ctx.is_cuda()),
+              "softmax: out must be f32 (bf16 also on the GPU, f64 with an f64 x on the CPU), got %s",
+              dtype_name(out.dtype()));
 #ifdef LIGER_CUDA
   if (ctx.is_cuda()) return cuda::softmax(ctx, out, x, log);
 #endif

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "train/checkpoint.h"
 
 namespace liger {
 
@@ -11,6 +12,7 @@ AdapterSync::AdapterSync(dist::Runtime& rt, LoraAdapters& master, const ModelCon
   LIGER_CHECK(local.tp_size == rt.tp(), "AdapterSync: the model is split over %lld ranks, the grid's tp is %d",
               static_cast<long long>(local.tp_size), rt.tp());
   work_ = master.shard(local, ctx.device());
+  on_device_ = rt.tp() == 1 && ctx.is_cuda() && work_.grad_buffer().dtype() == DType::F32;
   // Overlap the dp sum with the backward only without tensor parallelism: the tp collectives of the backward run on
   // the compute stream through another communicator, and NCCL does not promise progress for two communicators'
   // collectives interleaved on one device.
@@ -26,7 +28,7 @@ void AdapterSync::layer_done(int64_t layer) {
 
 void AdapterSync::finish_gradients() {
   dp_sum_->finish(work_.grad_buffer());
-  assemble();
+  if (!on_device_) assemble();
 }
 
 void AdapterSync::assemble() {
@@ -72,7 +74,7 @@ void AdapterSync::reduce_stash() {
   copy(work_.grad_buffer(), sum);
   stash_.clear();
   stash_used_.clear();
-  assemble();
+  if (!on_device_) assemble();
 }
 
 namespace {
@@ -83,13 +85,21 @@ std::vector<Tensor> gradient_list(const LoraAdapters& a) {
 }
 }  // namespace
 
-double AdapterSync::grad_norm() const {
-  return AdamW::global_norm(gradient_list(master_));
+std::vector<std::pair<std::string, Tensor>> AdapterSync::optimizer_parameters() const {
+  return on_device_ ? work_.parameters() : master_.parameters();
+}
+
+std::vector<std::pair<std::string, Tensor>> AdapterSync::checkpoint_values() const {
+  return host_copies(on_device_ ? work_.parameters() : master_.parameters());
+}
+
+double AdapterSync::grad_norm(AdamW& opt) const {
+  return opt.norm(gradient_list(on_device_ ? work_ : master_));
 }
 
 AdamWStepStats AdapterSync::step(AdamW& opt, double grad_norm) {
-  AdamWStepStats st = opt.step(gradient_list(master_), grad_norm);
-  work_.load_shard_values(master_, local_);
+  AdamWStepStats st = opt.step(gradient_list(on_device_ ? work_ : master_), grad_norm);
+  if (!on_device_) work_.load_shard_values(master_, local_);
   return st;
 }
 

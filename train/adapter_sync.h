@@ -13,6 +13,9 @@
 //   3. tensor parallel: the buffers of the tp group are gathered and put together into the master's gradients
 //      (LoraAdapters::assemble_gradients: split tensors concatenated, partial sums added in rank order);
 //   4. AdamW on the master (the same on every rank), and the new values sliced into the working copy.
+// On a GPU without tensor parallelism the working copy is the whole adapters, so it is the master: AdamW runs on the
+// device over it (optimizer_parameters()), nothing goes to the host in a step, and checkpoint_values() copies the
+// values out only when a checkpoint is written.
 #pragma once
 
 #include <memory>
@@ -32,7 +35,12 @@ class AdapterSync {
   AdapterSync(dist::Runtime& rt, LoraAdapters& master, const ModelConfig& local, Context& ctx);
 
   LoraAdapters& work() { return work_; }
-  const LoraAdapters& master() const { return master_; }
+  // True when the optimizer runs on the device over the working copy (tp = 1 on a GPU).
+  bool on_device() const { return on_device_; }
+  // The tensors AdamW updates: the working copy's on the device (on_device()), else the host master's.
+  std::vector<std::pair<std::string, Tensor>> optimizer_parameters() const;
+  // Host copies of the current adapter values (PEFT names, full shapes), for a checkpoint.
+  std::vector<std::pair<std::string, Tensor>> checkpoint_values() const;
 
   void zero_grad() { work_.zero_grad(); }
   // After the backward of `layer` in the last micro-batch of a step (train_step's after_layer): starts that bucket's
@@ -48,9 +56,10 @@ class AdapterSync {
   // order into the working gradients, then assembles as finish_gradients does.
   void reduce_stash();
 
-  // The global norm of the master's assembled gradients (NaN or inf when any is not finite: the step is skipped).
-  double grad_norm() const;
-  // AdamW on the master (grad_norm: as grad_norm() returned) and the new values into the working copy.
+  // The global norm of the assembled gradients (NaN or inf when any is not finite: the step is skipped); `opt` is
+  // the optimizer over optimizer_parameters().
+  double grad_norm(AdamW& opt) const;
+  // AdamW (grad_norm: as grad_norm() returned); off the device, the master's new values into the working copy.
   AdamWStepStats step(AdamW& opt, double grad_norm);
 
  private:
@@ -61,6 +70,7 @@ class AdapterSync {
   ModelConfig local_;
   Context& ctx_;
   LoraAdapters work_;
+  bool on_device_ = false;
   std::unique_ptr<dist::OverlappedSum> dp_sum_;
   std::vector<float> stash_;        // (micro-batches kept so far, G) host copies, deterministic mode
   std::vector<double> stash_used_;  // 1 / 0 per stashed micro-batch

@@ -82,48 +82,26 @@ double lr_at(const OptimConfig& cfg, int64_t step) {
   return cfg.lr * (r + (1.0 - r) * 0.5 * (1.0 + std::cos(kPi * p)));
 }
 
-// ---- the element loop -----------------------------------------------------------------------------------------------
-
-namespace cpu {
-
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s) {
-  for (int64_t i = 0; i < n; i++) {
-    const float gs = g[i] * s.grad_scale;
-    float pi = p[i];
-    pi -= s.decay * pi;
-    const float mi = s.beta1 * m[i] + s.one_minus_beta1 * gs;
-    const float vi = s.beta2 * v[i] + s.one_minus_beta2 * gs * gs;
-    const float denom = std::sqrt(vi) / s.bias_correction2_sqrt + s.eps;
-    pi -= s.step_size * (mi / denom);
-    p[i] = pi;
-    m[i] = mi;
-    v[i] = vi;
-  }
-}
-
-double sum_squares(const float* x, int64_t n) {
-  double acc = 0.0;
-  for (int64_t i = 0; i < n; i++) acc += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  return acc;
-}
-
-}  // namespace cpu
-
 // ---- AdamW ----------------------------------------------------------------------------------------------------------
 
-AdamW::AdamW(const OptimConfig& cfg, std::vector<std::pair<std::string, Tensor>> params)
-    : cfg_(cfg), params_(std::move(params)) {
+AdamW::AdamW(const OptimConfig& cfg, std::vector<std::pair<std::string, Tensor>> params, Context* ctx)
+    : cfg_(cfg), ctx_(ctx), params_(std::move(params)) {
   cfg_.validate();
+  const Device device = params_.empty() ? Device::CPU : params_[0].second.device();
+  LIGER_CHECK(device == Device::CPU || (ctx_ && ctx_->device() == device),
+              "AdamW: GPU parameters need the CUDA context they live in");
   std::set<std::string> seen;
   for (const auto& [name, t] : params_) {
     LIGER_CHECK(!name.empty(), "AdamW: a parameter has an empty name");
     LIGER_CHECK(name != "step", "AdamW: parameter name 'step' is reserved for the step counter");
     LIGER_CHECK(seen.insert(name).second, "AdamW: parameter '%s' is listed twice", name.c_str());
     LIGER_CHECK(t.defined() && t.data() != nullptr, "AdamW: parameter '%s' is not allocated", name.c_str());
-    LIGER_CHECK(t.dtype() == DType::F32 && t.device() == Device::CPU,
-                "AdamW: parameter '%s' is %s; the optimizer updates fp32 CPU tensors", name.c_str(), t.str().c_str());
-    exp_avg_.push_back(Tensor::zeros(t.shape(), DType::F32, Device::CPU));
-    exp_avg_sq_.push_back(Tensor::zeros(t.shape(), DType::F32, Device::CPU));
+    LIGER_CHECK(t.dtype() == DType::F32 && t.device() == device,
+                "AdamW: parameter '%s' is %s; the optimizer updates fp32 tensors on one device (%s)", name.c_str(),
+                t.str().c_str(), device_name(device));
+    exp_avg_.push_back(Tensor::zeros(t.shape(), DType::F32, device));
+    exp_avg_sq_.push_back(Tensor::zeros(t.shape(), DType::F32, device));
+    max_numel_ = std::max(max_numel_, t.numel());
   }
 }
 
@@ -135,23 +113,73 @@ size_t AdamW::state_bytes() const {
 
 double AdamW::global_norm(const std::vector<Tensor>& grads) {
   double sq = 0.0;
-  for (const Tensor& g : grads) sq += cpu::sum_squares(g.ptr<float>(), g.numel());
+  for (const Tensor& g : grads) {
+    LIGER_CHECK(g.dtype() == DType::F32 && g.device() == Device::CPU, "AdamW::global_norm: gradient %s",
+                g.str().c_str());
+    sq += ops::cpu::sum_squares(g.ptr<float>(), g.numel());
+  }
   return std::sqrt(sq);
 }
 
-AdamWStepStats AdamW::step(const std::vector<Tensor>& grads) {
-  return step(grads, global_norm(grads));
-}
-
-AdamWStepStats AdamW::step(const std::vector<Tensor>& grads, double grad_norm) {
+void AdamW::check_grads(const std::vector<Tensor>& grads) const {
   LIGER_CHECK(grads.size() == params_.size(), "AdamW::step: %zu gradients for %zu parameters", grads.size(),
               params_.size());
   for (size_t i = 0; i < grads.size(); i++) {
     const Tensor& g = grads[i];
-    LIGER_CHECK(g.dtype() == DType::F32 && g.device() == Device::CPU && g.shape() == params_[i].second.shape(),
+    const Tensor& p = params_[i].second;
+    LIGER_CHECK(g.dtype() == DType::F32 && g.device() == p.device() && g.shape() == p.shape(),
                 "AdamW::step: gradient of '%s' is %s, the parameter is %s", params_[i].first.c_str(), g.str().c_str(),
-                params_[i].second.str().c_str());
+                p.str().c_str());
   }
+}
+
+const ops::AdamWTensor* AdamW::device_table(const std::vector<Tensor>& grads) {
+#ifdef LIGER_CUDA
+  std::vector<const void*> ptrs;
+  for (const Tensor& g : grads) ptrs.push_back(g.data());
+  if (ptrs != table_grads_ || !table_.defined()) {
+    std::vector<ops::AdamWTensor> host;
+    for (size_t i = 0; i < params_.size(); i++)
+      host.push_back({params_[i].second.ptr<float>(), grads[i].ptr<float>(), exp_avg_[i].ptr<float>(),
+                      exp_avg_sq_[i].ptr<float>(), params_[i].second.numel()});
+    static_assert(sizeof(ops::AdamWTensor) % sizeof(int64_t) == 0, "the table is carried as i64 words");
+    const int64_t words = static_cast<int64_t>(host.size() * sizeof(ops::AdamWTensor) / sizeof(int64_t));
+    Tensor staged = Tensor::empty({std::max<int64_t>(words, 1)}, DType::I64, Device::CPU);
+    if (words > 0) std::memcpy(staged.data(), host.data(), static_cast<size_t>(words) * sizeof(int64_t));
+    table_ = Tensor::empty(staged.shape(), DType::I64, ctx_->device());
+    copy(table_, staged);
+    table_grads_ = ptrs;
+    sums_ = Tensor::empty({std::max<int64_t>(static_cast<int64_t>(params_.size()), 1)}, DType::F64, ctx_->device());
+  }
+  return static_cast<const ops::AdamWTensor*>(table_.data());
+#else
+  (void)grads;
+  LIGER_FAIL("AdamW: built without CUDA");
+#endif
+}
+
+double AdamW::norm(const std::vector<Tensor>& grads) {
+  check_grads(grads);
+  if (!ctx_ || !ctx_->is_cuda()) return global_norm(grads);
+#ifdef LIGER_CUDA
+  const int count = static_cast<int>(params_.size());
+  const ops::AdamWTensor* table = device_table(grads);  // (re)makes sums_ too: before sums_.data() is read
+  ops::cuda::sum_squares(*ctx_, table, count, static_cast<double*>(sums_.data()));
+  const Tensor sums = sums_.to(Device::CPU);
+  double sq = 0.0;
+  for (int i = 0; i < count; i++) sq += sums.ptr<double>()[i];  // in parameter order
+  return std::sqrt(sq);
+#else
+  LIGER_FAIL("AdamW: built without CUDA");
+#endif
+}
+
+AdamWStepStats AdamW::step(const std::vector<Tensor>& grads) {
+  return step(grads, norm(grads));
+}
+
+AdamWStepStats AdamW::step(const std::vector<Tensor>& grads, double grad_norm) {
+  check_grads(grads);
 
   AdamWStepStats st;
   st.grad_norm = grad_norm;
@@ -178,10 +206,16 @@ AdamWStepStats AdamW::step(const std::vector<Tensor>& grads, double grad_norm) {
   s.eps = static_cast<float>(cfg_.eps);
   s.grad_scale = static_cast<float>(st.grad_scale);
 
-  for (size_t i = 0; i < params_.size(); i++) {
-    const Tensor& p = params_[i].second;
-    cpu::adamw_update(p.ptr<float>(), grads[i].ptr<float>(), exp_avg_[i].ptr<float>(), exp_avg_sq_[i].ptr<float>(),
-                      p.numel(), s);
+  if (ctx_ && ctx_->is_cuda()) {
+#ifdef LIGER_CUDA
+    ops::cuda::adamw_update(*ctx_, device_table(grads), static_cast<int>(params_.size()), max_numel_, s);
+#endif
+  } else {
+    for (size_t i = 0; i < params_.size(); i++) {
+      const Tensor& p = params_[i].second;
+      ops::cpu::adamw_update(p.ptr<float>(), grads[i].ptr<float>(), exp_avg_[i].ptr<float>(),
+                             exp_avg_sq_[i].ptr<float>(), p.numel(), s);
+    }
   }
   steps_done_ = st.step;
   return st;
@@ -192,8 +226,8 @@ std::vector<std::pair<std::string, Tensor>> AdamW::export_state() const {
   for (size_t i = 0; i < params_.size(); i++) {
     Tensor m = Tensor::empty(exp_avg_[i].shape(), DType::F32, Device::CPU);
     Tensor v = Tensor::empty(exp_avg_sq_[i].shape(), DType::F32, Device::CPU);
-    std::memcpy(m.data(), exp_avg_[i].data(), m.nbytes());
-    std::memcpy(v.data(), exp_avg_sq_[i].data(), v.nbytes());
+    copy(m, exp_avg_[i]);
+    copy(v, exp_avg_sq_[i]);
     out.emplace_back(params_[i].first + ".exp_avg", m);
     out.emplace_back(params_[i].first + ".exp_avg_sq", v);
   }

@@ -14,8 +14,9 @@
 // operation is fp32 (parameters, gradients and both moments are fp32, DESIGN.md §2). (torch's kernel evaluates a few
 // of the per-element products in fp64, because its scalars are doubles: results agree to a few fp32 ulps, not bitwise.)
 //
-// The element loop is a function of flat arrays (cpu::adamw_update), so a CUDA kernel with the same signature can
-// follow; AdamW itself only walks its list of tensors. Optional global-norm clipping (PyTorch clip_grad_norm_:
+// The element loops are ops (ops/adamw.h): the parameters, their gradients and the moments live on the CPU or on
+// the GPU (the trainer keeps them on the GPU at tensor-parallel size 1: no copy to the host but for a checkpoint), and
+// the GPU update has the CPU's bits. Optional global-norm clipping (PyTorch clip_grad_norm_:
 // scale = clip_norm / (norm + 1e-6) when that is < 1) is folded into the update as a gradient multiplier, so the
 // caller's gradient buffers are never modified.
 #pragma once
@@ -25,7 +26,9 @@
 #include <utility>
 #include <vector>
 
+#include "core/context.h"
 #include "core/tensor.h"
+#include "ops/adamw.h"
 
 namespace liger {
 
@@ -70,26 +73,8 @@ struct OptimConfig {
 // W = warmup_steps, T = total_steps, r = min_lr_ratio. Error for step < 0. The config is assumed validated.
 double lr_at(const OptimConfig& cfg, int64_t step);
 
-// The fp32 scalars of one AdamW step, shared by every element (computed once per step by AdamW::step).
-struct AdamWScalars {
-  float beta1 = 0.0f, beta2 = 0.0f;    // decays
-  float one_minus_beta1 = 0.0f;        // (float)(1 - beta1), rounded from fp64 (not 1 - (float)beta1)
-  float one_minus_beta2 = 0.0f;        // (float)(1 - beta2)
-  float decay = 0.0f;                  // (float)(lr * weight_decay): p -= decay * p
-  float step_size = 0.0f;              // (float)(lr / (1 - beta1^t))
-  float bias_correction2_sqrt = 1.0f;  // (float)sqrt(1 - beta2^t)
-  float eps = 0.0f;
-  float grad_scale = 1.0f;  // gradient multiplier (global-norm clipping); 1 = unchanged
-};
-
-namespace cpu {
-// One AdamW update of n elements, in place on p, m, v (all fp32, n each); g is read only:
-//   gs = g * grad_scale;  p -= decay * p;  m = beta1 * m + (1 - beta1) * gs;  v = beta2 * v + (1 - beta2) * gs * gs;
-//   p -= step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s);
-// Sum of squares of n fp32 values, accumulated in fp64 in index order (deterministic).
-double sum_squares(const float* x, int64_t n);
-}  // namespace cpu
+// The per-step scalars and the element loops (CPU and GPU) are in ops/adamw.h.
+using ops::AdamWScalars;
 
 // What one AdamW::step did.
 struct AdamWStepStats {
@@ -99,15 +84,17 @@ struct AdamWStepStats {
   double grad_scale = 1.0;  // multiplier applied to the gradients (< 1 only when clipping took effect)
 };
 
-// AdamW over a fixed list of named fp32 CPU parameter tensors, updated in place (a Tensor is a view: the optimizer
-// writes into the caller's memory). Moments are zero-initialized fp32 tensors owned by the optimizer.
+// AdamW over a fixed list of named fp32 parameter tensors, updated in place (a Tensor is a view: the optimizer
+// writes into the caller's memory). Moments are zero-initialized fp32 tensors owned by the optimizer, on the
+// parameters' device.
 class AdamW {
  public:
-  // `params`: distinct, non-empty names (the PEFT tensor names of the adapter), each a defined fp32 CPU tensor; the
-  // name "step" is reserved. Validates `cfg`. Errors name the offending parameter.
-  AdamW(const OptimConfig& cfg, std::vector<std::pair<std::string, Tensor>> params);
+  // `params`: distinct, non-empty names (the PEFT tensor names of the adapter), each a defined fp32 tensor, all on
+  // one device; the name "step" is reserved. GPU parameters need `ctx` (a CUDA context: the stream of the updates).
+  // Validates `cfg`. Errors name the offending parameter.
+  AdamW(const OptimConfig& cfg, std::vector<std::pair<std::string, Tensor>> params, Context* ctx = nullptr);
 
-  // One optimizer step: grads[i] is the gradient of params[i] (same shape, fp32, CPU; already averaged over
+  // One optimizer step: grads[i] is the gradient of params[i] (same shape, fp32, same device; already averaged over
   // micro-batches and data-parallel ranks). Computes the global gradient norm over all of them, derives the clip
   // scale (when clip_norm > 0), the lr from the schedule, and updates every parameter and moment. A non-finite
   // gradient norm is an Error raised before anything is modified (the loss diverged or the data has NaN/inf).
@@ -117,13 +104,15 @@ class AdamW {
   AdamWStepStats step(const std::vector<Tensor>& grads, double grad_norm);
   // The global L2 norm of fp32 CPU gradients (sums of squares in fp64, in order); NaN or inf when any value is.
   static double global_norm(const std::vector<Tensor>& grads);
+  // The same for the gradients of params() on their device (the GPU: one launch, one copy of the per-tensor sums).
+  double norm(const std::vector<Tensor>& grads);
 
   int64_t steps_done() const { return steps_done_; }
   const OptimConfig& config() const { return cfg_; }
   const std::vector<std::pair<std::string, Tensor>>& params() const { return params_; }
   size_t state_bytes() const;  // bytes of the two moments
 
-  // The optimizer state as named tensors (CPU copies, safe to keep while stepping): "<param>.exp_avg",
+  // The optimizer state as named tensors (CPU copies, safe to keep while stepping, from either device): "<param>.exp_avg",
   // "<param>.exp_avg_sq" (fp32, the parameter's shape) for every parameter, and "step" (i64, shape (1)).
   std::vector<std::pair<std::string, Tensor>> export_state() const;
   // Restores a state written by export_state (from any device or a mapped file: values are copied). Every expected
@@ -133,11 +122,20 @@ class AdamW {
   void import_state(const std::vector<std::pair<std::string, Tensor>>& state, const std::string& what);
 
  private:
+  void check_grads(const std::vector<Tensor>& grads) const;
+  // GPU: the device table of (p, g, m, v, n) for `grads` (rebuilt when the gradient tensors change).
+  const ops::AdamWTensor* device_table(const std::vector<Tensor>& grads);
+
   OptimConfig cfg_;
-  std::vector<std::pair<std::string, Tensor>> params_;  // (name, fp32 CPU tensor), updated in place
+  Context* ctx_ = nullptr;                              // GPU parameters: their context
+  std::vector<std::pair<std::string, Tensor>> params_;  // (name, fp32 tensor), updated in place
   std::vector<Tensor> exp_avg_;                         // m, one per param, same shape
   std::vector<Tensor> exp_avg_sq_;                      // v, one per param, same shape
   int64_t steps_done_ = 0;                              // t of the last step taken
+  Tensor table_;                                        // GPU: the AdamWTensor entries (bytes on the device)
+  std::vector<const void*> table_grads_;                // ... built for these gradient tensors
+  int64_t max_numel_ = 0;
+  Tensor sums_;                                         // GPU: (params) fp64 sums of squares
 };
 
 }  // namespace liger

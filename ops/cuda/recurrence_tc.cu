@@ -226,16 +226,18 @@ __device__ bool stage_gates(float* Gs, float* rho, int* flag, const bf16* g, int
 }
 
 // The exact decayed scores for the fallback: acc[nt] at rows m0 (i), columns n0 + 8 nt (s) = sum_c x[i][c] y[s][c]
-// exp(G_i[c] - G_s[c]) for s <= i (0 above the diagonal), x and y unscaled.
-__device__ void exact_scores(float (&acc)[4][4], const bf16* x, const bf16* y, int ld, const float* Gs, int KP, int m0,
-                             int n0, int gid, int tig) {
+// exp(G_i[c] - G_s[c]) for s <= i < L (0 above the diagonal and in the padding rows i >= L, whose G_i is 0, not a
+// running sum: exp(0 - G_s) overflows there with strong gates, and 0 * inf would put NaN into A^T dout), x and y
+// unscaled.
+__device__ void exact_scores(float (&acc)[4][4], const bf16* x, const bf16* y, int ld, const float* Gs, int KP, int L,
+                             int m0, int n0, int gid, int tig) {
 #pragma unroll
   for (int nt = 0; nt < 4; nt++)
 #pragma unroll
     for (int r = 0; r < 4; r++) {
       const int i = frag_row(m0, gid, r), s = frag_col(n0, nt, tig, r);
       float sum = 0.0f;
-      if (s <= i)
+      if (s <= i && i < L)
         for (int c = 0; c < KP; c++)
           sum = fmaf(bf(x[i * ld + c]) * bf(y[s * ld + c]), expf(Gs[i * KP + c] - Gs[s * KP + c]), sum);
       acc[nt][r] = sum;
@@ -257,7 +259,7 @@ __device__ __forceinline__ void store_tril(bf16* dst, const float (&acc)[4][4], 
 // rescaled q^, k^ on the tensor cores when `safe`, else exactly from the unscaled q, k. This warp: rows m0, columns
 // 32 half .. + 31 (a tile above the diagonal is stored as zeros).
 __device__ __forceinline__ void decayed_scores(bf16* Ab, const bf16* qh, const bf16* kh, int KQ, const float* Gs,
-                                               int KP, bool safe, int m0, int half, int gid, int tig) {
+                                               int KP, int L, bool safe, int m0, int half, int gid, int tig) {
   const int n0 = 32 * half;
   float acc[4][4];
   zero(acc);
@@ -265,7 +267,7 @@ __device__ __forceinline__ void decayed_scores(bf16* Ab, const bf16* qh, const b
     if (safe)
       warp_gemm<4, false, false>(acc, 4, qh, KQ, m0, kh, KQ, n0, 0, KP, gid, tig);
     else
-      exact_scores(acc, qh, kh, KQ, Gs, KP, m0, n0, gid, tig);
+      exact_scores(acc, qh, kh, KQ, Gs, KP, L, m0, n0, gid, tig);
   }
   store_tril(Ab, acc, m0, n0, gid, tig);
 }
@@ -497,7 +499,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
       qh[s * KQ + c] = __float2bfloat16_rn(safe ? x * expf(G - rho[c]) : x);
     }
     __syncthreads();
-    decayed_scores(Ab, qh, kh, KQ, Gs, KP, safe, m0, half, gid, tig);
+    decayed_scores(Ab, qh, kh, KQ, Gs, KP, L, safe, m0, half, gid, tig);
     __syncthreads();
     {
       const int nts = VP / 16, nb = half * (VP / 2);
@@ -621,7 +623,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     }
     stage_rows(dob, VQ, doh, op, L, Vd, VP);
     __syncthreads();
-    decayed_scores(Ab, qh, kh, KQ, Gs, KP, safe, m0, half, gid, tig);
+    decayed_scores(Ab, qh, kh, KQ, Gs, KP, L, safe, m0, half, gid, tig);
     {  // tril(dout v^T)
       const int n0 = 32 * half;
       float acc[4][4];

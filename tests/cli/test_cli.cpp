@@ -110,6 +110,16 @@ TEST(Cli, ConvertThenGenerateThroughTheRecurrentDecode) {
   r = run_liger("generate --model " + out + " --prompt 'Once upon a time' --max-new-tokens 30 --quiet", tmp);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;
+  // Past the base model's max_position_embeddings (512): the Liger model decodes on with a warning (its state does not
+  // grow); the softmax model refuses in one line.
+  r = run_liger("generate --model " + out + " --max-new-tokens 600 --ignore-eos --quiet", tmp);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("max_position_embeddings 512"), std::string::npos) << r.err;
+  expect_one_line_error(run_liger("generate --model " + source_path("assets/stories260K/hf") +
+                                      " --max-new-tokens 600 --ignore-eos --quiet",
+                                  tmp),
+                        {"max_position_embeddings 512"});
   // Bad settings are one-line errors.
   expect_one_line_error(run_liger("convert --model " + source_path("assets/stories260K/hf") + " --out " +
                                       tmp.file("x") + " --variant mamba",
@@ -306,6 +316,52 @@ TEST(Cli, EvalPrintsLossAndPerplexity) {
                         {model, "Liger"});
   expect_one_line_error(run_liger("eval --model " + model + " --text " + tmp.file("none.txt"), tmp),
                         {tmp.file("none.txt")});
+  expect_one_line_error(run_liger("eval --model " + model + " --text " + text + " --dtype bf16", tmp),
+                        {"--dtype bf16", "--device cuda"});
+  expect_one_line_error(run_liger("eval --model " + model + " --text " + text + " --device tpu", tmp),
+                        {"--device tpu"});
+  expect_one_line_error(
+      run_liger("eval --model " + model + " --text " + text + " --device cuda --diagnostics", tmp),
+      {"--diagnostics", "CPU"});
+}
+
+// `liger eval --device cuda` on a Liger model (stories260K converted to Liger-GLA, 8 chunks of 256 tokens of
+// continuous text, by position): the loss and every position bucket against the CPU's. f32 on the GPU: the same
+// arithmetic up to summation order, 1e-4 relative (the GPU op standard, tests/train/test_train_gpu.cpp). bf16 (the
+// GPU default: bf16 weights and Liger internals, fp32 states): 1e-2 relative, the bf16 bound of a mean loss there.
+TEST(Cli, EvalOnTheGpuMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: the GPU evaluation is checked on the GPU machine";
+  TempDir tmp("cli_eval_gpu");
+  const std::string model = tmp.file("gla");
+  RunResult r = run_liger("convert --model " + source_path("assets/stories260K/hf") + " --out " + model +
+                              " --variant gla",
+                          tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string common = "eval --model " + model + " --text " +
+                             source_path("assets/text/tinystories_valid_head.txt") +
+                             " --chunk-length 256 --pack-across-documents true --max-chunks 8 --by-position";
+  auto eval = [&](const std::string& extra, const std::string& name) {
+    RunResult e = run_liger(common + " " + extra + " --json " + tmp.file(name), tmp);
+    EXPECT_EQ(e.exit_code, 0) << e.err;
+    return read_json_file(tmp.file(name));
+  };
+  const Json cpu = eval("", "cpu.json");
+  for (const auto& [extra, tol] : {std::pair<std::string, double>{"--device cuda --dtype f32", 1e-4},
+                                   std::pair<std::string, double>{"--device cuda", 1e-2}}) {
+    const Json gpu = eval(extra, "gpu.json");
+    const double lc = cpu["loss"].get<double>(), lg = gpu["loss"].get<double>();
+    std::printf("  %-26s loss %.6f (cpu %.6f, rel %.2e, bound %.0e)\n", extra.c_str(), lg, lc,
+                std::fabs(lg - lc) / lc, tol);
+    EXPECT_LE(std::fabs(lg - lc), tol * lc) << extra;
+    EXPECT_EQ(gpu["tokens"], cpu["tokens"]);
+    const Json& bc = cpu["by_position"];
+    const Json& bg = gpu["by_position"];
+    ASSERT_EQ(bc.size(), bg.size());
+    for (size_t b = 0; b < bc.size(); b++) {
+      const double mc = bc[b]["loss"].get<double>(), mg = bg[b]["loss"].get<double>();
+      EXPECT_LE(std::fabs(mg - mc), tol * mc) << extra << " bucket " << b;
+    }
+  }
 }
 
 TEST(Cli, EvalDiagnosticsTableOnALigerModel) {

@@ -93,7 +93,18 @@ inline std::string read_file(const std::string& p) {
 
 // Two runs are the same training, bit for bit: every step's loss, and the adapter file of the last step.
 inline ::testing::AssertionResult same_run_bitwise(const std::string& run, const std::string& ref, int64_t last_step) {
-  if (loss_text(run) != loss_text(ref)) return ::testing::AssertionFailure() << run << ": per-step losses differ";
+  const std::map<int64_t, std::string> a_loss = loss_text(run), b_loss = loss_text(ref);
+  if (a_loss != b_loss) {
+    // Name the first step that differs (or is missing from one of them).
+    auto ia = a_loss.begin(), ib = b_loss.begin();
+    while (ia != a_loss.end() && ib != b_loss.end() && *ia == *ib) ++ia, ++ib;
+    auto describe = [](const auto& it, const auto& end) {
+      return it == end ? std::string("(none)") : "step " + std::to_string(it->first) + " loss " + it->second;
+    };
+    return ::testing::AssertionFailure() << run << ": per-step losses differ (" << a_loss.size() << " and "
+                                         << b_loss.size() << " steps logged); first difference: "
+                                         << describe(ia, a_loss.end()) << " against " << describe(ib, b_loss.end());
+  }
   const std::string a = sha256_file(checkpoint_dir(run, last_step) + "/adapter_model.safetensors");
   const std::string b = sha256_file(checkpoint_dir(ref, last_step) + "/adapter_model.safetensors");
   if (a != b) return ::testing::AssertionFailure() << run << ": the adapters of step " << last_step << " differ";

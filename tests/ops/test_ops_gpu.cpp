@@ -212,7 +212,9 @@ TEST(OpsGpu, KvWrite) {
 TEST(OpsGpu, Softmax) {
   if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
   Context gpu = Context::cuda(0), cpu = Context::cpu();
-  const int64_t shapes[][2] = {{3, 1000}, {2, 128256}, {1, 1}, {4, 7}};
+  // Rows of up to 256 take the one-warp-per-row kernel (the Liger feature maps: 2,112 rows of 128 here, and a last
+  // partial block of rows), longer rows the one-block kernel.
+  const int64_t shapes[][2] = {{3, 1000}, {2, 128256}, {1, 1}, {4, 7}, {2112, 128}, {13, 256}, {5, 257}, {9, 33}};
   uint64_t seed = 6000;
   for (const auto& s : shapes) {
     for (DType dt : kStorage) {
@@ -220,11 +222,15 @@ TEST(OpsGpu, Softmax) {
       for (bool log : {false, true}) {
         Tensor ref = Tensor::empty(x.shape(), DType::F32, Device::CPU);
         ops::softmax(cpu, ref, x, log);
-        Tensor out = poisoned(x.shape(), DType::F32);
-        ops::softmax(gpu, out, x.to(Device::CUDA, dt), log);
-        // f32 output from exactly the same inputs: the f32 tolerance holds for bf16 inputs too.
-        expect_close(to_host(out), to_host(ref), kTolF32,
-                     std::string(log ? "log_softmax " : "softmax ") + dims({s[0], s[1]}) + " " + dtype_name(dt));
+        // f32 output from exactly the same inputs: the f32 tolerance holds for bf16 inputs too; bf16 output (the
+        // Liger feature maps in bf16) is rounded once: the bf16 tolerance.
+        for (DType od : {DType::F32, DType::BF16}) {
+          Tensor out = poisoned(x.shape(), od);
+          ops::softmax(gpu, out, x.to(Device::CUDA, dt), log);
+          expect_close(to_host(out), to_host(ref), od == DType::F32 ? kTolF32 : kTolBf16,
+                       std::string(log ? "log_softmax " : "softmax ") + dims({s[0], s[1]}) + " " + dtype_name(dt) +
+                           " -> " + dtype_name(od));
+        }
       }
     }
   }

@@ -418,11 +418,10 @@ TEST(RecurrenceGpu, SlotScoresBackwardMatchesCpu) {
 // gradients 1e-2 (bf16 storage), the f32 state 1e-5.
 TEST(RecurrenceGpu, TensorCorePathMatchesCpu) {
   SKIP_WITHOUT_GPU();
-  // Opt-in while the kernels are unverified on a GPU (ops/cuda/recurrence.cu, use_tensor_cores): without it this
-  // test would check the FMA kernels a second time.
+  // LIGER_RECURRENCE_TC=0 turns the path off (ops/cuda/recurrence.cu, use_tensor_cores): this test would then
+  // check the FMA kernels a second time.
   const char* tc = std::getenv("LIGER_RECURRENCE_TC");
-  if (!tc || tc[0] != '1')
-    GTEST_SKIP() << "the tensor-core recurrence is experimental and opt-in: run with LIGER_RECURRENCE_TC=1";
+  if (tc && tc[0] == '0') GTEST_SKIP() << "LIGER_RECURRENCE_TC=0: the tensor-core recurrence is off";
   Context gpu = Context::cuda(0), cpu = Context::cpu();
   const Dims cases[] = {{2, 1, 4, 1, 128, 128},  {2, 47, 8, 2, 128, 128},   {1, 131, 4, 4, 128, 128},
                         {2, 257, 8, 2, 64, 128}, {1, 100, 32, 8, 128, 128}, {1, 65, 4, 1, 24, 40}};

@@ -47,6 +47,10 @@ class Slurm : public ::testing::Test {
     std::string conf = c.out;
     while (!conf.empty() && (conf.back() == '\n' || conf.back() == ' ')) conf.pop_back();
     setenv("SLURM_CONF", conf.c_str(), 1);
+    // The jobs inherit this environment (sbatch --export=ALL): one OpenBLAS thread per rank, as the uninterrupted
+    // reference run has (launch(0)). OpenBLAS's sums depend on its thread count, so bitwise comparisons need the same
+    // count on both sides (docs/DISTRIBUTED.md); under srun a rank would otherwise take every core of the node.
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
     Proc m = sh(liger_binary() + " convert --model " + source_path("assets/stories260K/hf") + " --out " +
                 tmp_->file("gla") + " --variant gla --window 16");
     ASSERT_EQ(m.code, 0) << m.out;

@@ -4,6 +4,8 @@
 //    GPU step (f32 activations, and bf16) against the CPU step on the same model, adapters and tokens.
 //  - The bundled recipe (configs/stories260k-liger-gla.cfg) for 20 optimizer steps on the GPU follows the CPU loss
 //    curve: in f32 step for step to rounding, in bf16 within bf16 tolerance.
+//  - AdamW on the device (the trainer's optimizer at tp = 1 on a GPU) has the CPU's bits, and a GPU run interrupted
+//    and resumed equals the uninterrupted one bitwise (losses, adapters, optimizer state).
 //  - A Liger model decodes on the GPU (prefill, then one token at a time through the recurrent state and the window
 //    ring buffer) with the logits of the CPU.
 // Bounds (docs/DESIGN.md §2). f32: 1e-4 relative (cuBLASLt and the CUDA kernels sum in other orders than the CPU,
@@ -20,9 +22,14 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <cstring>
+
 #include "core/rng.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
 #include "model/convert.h"
 #include "model/train_step.h"
+#include "tests/common/checkpoint_compare.h"
 #include "tests/common/model_cases.h"
 #include "tests/common/test_util.h"
 #include "train/train_options.h"
@@ -37,6 +44,7 @@ using test::TempDir;
 
 constexpr double kTolF32 = 1e-4;
 constexpr double kTolBf16Loss = 1e-2;
+constexpr double kTolBf16Logits = 5e-2;    // single logits of a bf16 model against the f32 CPU (decode test)
 constexpr double kTolBf16Grad = 0.1;        // all LoRA gradients together
 constexpr double kTolBf16GradTensor = 0.2;  // any one LoRA tensor
 
@@ -191,6 +199,94 @@ TEST(TrainGpu, TwentyStepsOfTheRecipeFollowTheCpuLossCurve) {
   EXPECT_LT(cpu.losses.back(), cpu.losses.front());  // it trains
 }
 
+// The same parameters and gradients through AdamW on the CPU and on the GPU, 6 steps with weight decay, a warmup and
+// clipping that takes effect: the parameters and both moments have the same bits (the GPU update rounds as the CPU
+// loop does), and the norms agree to fp64 rounding (the GPU adds in another order). Odd sizes, more than one block.
+TEST(TrainGpu, AdamWOnTheDeviceHasTheCpuBits) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: GPU training tests skipped";
+  Context gpu = Context::cuda(0);
+  Rng rng(4242);
+  const std::vector<Shape> shapes = {Shape{7, 13}, Shape{1}, Shape{300, 257}, Shape{8, 4096}};
+  std::vector<std::pair<std::string, Tensor>> host, dev;
+  for (size_t i = 0; i < shapes.size(); i++) {
+    std::vector<float> v(static_cast<size_t>(shapes[i].numel()));
+    for (float& x : v) x = 2.0f * rng.uniform() - 1.0f;
+    Tensor h = Tensor::from_f32(shapes[i], v);
+    host.emplace_back("p" + std::to_string(i), h);
+    dev.emplace_back("p" + std::to_string(i), h.to(Device::CUDA));
+  }
+  OptimConfig oc;
+  oc.lr = 3e-3;
+  oc.weight_decay = 0.1;
+  oc.clip_norm = 5.0;
+  oc.schedule = LrSchedule::LinearWarmup;
+  oc.warmup_steps = 3;
+  AdamW cpu_opt(oc, host), gpu_opt(oc, dev, &gpu);
+  for (int step = 0; step < 6; step++) {
+    std::vector<Tensor> gh, gd;
+    for (const Shape& sh : shapes) {
+      std::vector<float> v(static_cast<size_t>(sh.numel()));
+      for (float& x : v) x = (rng.uniform() - 0.5f) * (step == 2 ? 100.0f : 1.0f);
+      gh.push_back(Tensor::from_f32(sh, v));
+      gd.push_back(gh.back().to(Device::CUDA));
+    }
+    const double nh = AdamW::global_norm(gh), nd = gpu_opt.norm(gd);
+    EXPECT_NEAR(nd, nh, 1e-12 * nh) << "step " << step + 1;
+    // The same norm into both, so the clip scale is the same number.
+    const AdamWStepStats sh = cpu_opt.step(gh, nh), sd = gpu_opt.step(gd, nh);
+    EXPECT_EQ(sh.lr, sd.lr);
+    EXPECT_EQ(sh.grad_scale, sd.grad_scale);
+    if (step == 2) {
+      EXPECT_LT(sh.grad_scale, 1.0);  // the clip took effect
+    }
+  }
+  for (size_t i = 0; i < host.size(); i++) {
+    const Tensor back = dev[i].second.to(Device::CPU);
+    EXPECT_EQ(std::memcmp(back.data(), host[i].second.data(), back.nbytes()), 0) << host[i].first;
+  }
+  const auto sh = cpu_opt.export_state(), sd = gpu_opt.export_state();
+  ASSERT_EQ(sh.size(), sd.size());
+  for (size_t i = 0; i < sh.size(); i++) {
+    ASSERT_EQ(sh[i].first, sd[i].first);
+    ASSERT_EQ(sd[i].second.device(), Device::CPU);
+    EXPECT_EQ(std::memcmp(sh[i].second.data(), sd[i].second.data(), sh[i].second.nbytes()), 0) << sh[i].first;
+  }
+}
+
+// A GPU run (AdamW on the device) stopped after 4 steps and resumed with --resume auto equals the uninterrupted run:
+// every loss, and the adapters and optimizer state of the last checkpoint, bitwise.
+TEST(TrainGpu, ResumeOnTheGpuIsBitwise) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: GPU training tests skipped";
+  TempDir tmp("gpu_resume");
+  const std::string model = tmp.file("model");
+  ModelConfig base = load_model_config(source_path("assets/stories260K/hf/config.json"));
+  convert_to_liger(source_path("assets/stories260K/hf"), model, parse_liger_config({{"variant", "gla"}}, "test", base),
+                   ConvertOptions{});
+  auto config = [&](const std::string& name) {
+    TrainConfig c = load_train_config_file(source_path("configs/stories260k-liger-gla.cfg"));
+    c.model = model;
+    c.out = tmp.file(name);
+    c.data.path = source_path(c.data.path);
+    c.device = "cuda";
+    c.max_steps = 8;
+    c.eval_every = 0;
+    c.save_every = 2;
+    c.log_every = 100;
+    return c;
+  };
+  TrainConfig straight = config("straight"), interrupted = config("interrupted");
+  const TrainResult a = train(straight);
+  const TrainResult b1 = train(interrupted, /*stop_after=*/4);
+  ASSERT_EQ(b1.steps, 4);
+  interrupted.resume = "auto";
+  const TrainResult b2 = train(interrupted);
+  std::vector<double> b = b1.losses;
+  b.insert(b.end(), b2.losses.begin(), b2.losses.end());
+  ASSERT_EQ(b.size(), a.losses.size());
+  for (size_t i = 0; i < b.size(); i++) EXPECT_EQ(b[i], a.losses[i]) << "step " << i + 1;
+  test::expect_same_checkpoint(a.last_checkpoint, b2.last_checkpoint, 8);
+}
+
 // Prefill 9 tokens, then 40 single-token steps (past the window of 5, so the ring buffer wraps), B = 2, on both
 // devices in f32: every step's logits agree.
 TEST(TrainGpu, LigerDecodeMatchesCpu) {
@@ -206,25 +302,34 @@ TEST(TrainGpu, LigerDecodeMatchesCpu) {
         ConvertOptions{});
     Context cpu = Context::cpu(), gpu = Context::cuda(0);
     auto mc = LlamaModel::load(dir, cpu, DType::F32);
-    auto mg = LlamaModel::load(dir, gpu, DType::F32);
-    const int64_t B = 2, V = mc->config().vocab_size;
-    KVCache cc = mc->make_cache(B, 64), cg = mg->make_cache(B, 64);
-    Rng rng(5);
-    double worst = 0;
-    int64_t n = 9;
-    for (int step = 0; step < 41; step++) {
-      std::vector<int32_t> ids;
-      for (int64_t i = 0; i < B * n; i++) ids.push_back(static_cast<int32_t>(rng.next_u64() % V));
-      const Tensor t = Tensor::from_i32({B, n}, ids);
-      Tensor lc = Tensor::empty({B, n, V}, DType::F32, Device::CPU);
-      Tensor lg = Tensor::empty({B, n, V}, DType::F32, Device::CUDA);
-      mc->forward(t, &cc, lc, false);
-      mg->forward(t, &cg, lg, false);
-      worst = std::max(worst, rel_error(lg.to(Device::CPU), lc));
-      n = 1;
+    // f32 on the GPU: the same arithmetic as the CPU up to summation order. bf16 (the GPU default: weights, the
+    // layer's internals and the ring buffers in bf16, the states fp32) against the f32 CPU: single logits carry the
+    // bf16 rounding of every weight and activation of the two layers, not averaged away as in a mean loss; measured
+    // 1.9e-2..2.9e-2 (H100, 2026-12-06), held to kTolBf16Logits. A fault of the decode (a stale ring slot, a state not
+    // carried) is an error of order 1.
+    for (DType dt : {DType::F32, DType::BF16}) {
+      auto mg = LlamaModel::load(dir, gpu, dt);
+      const int64_t B = 2, V = mc->config().vocab_size;
+      KVCache cc = mc->make_cache(B, 64), cg = mg->make_cache(B, 64);
+      Rng rng(5);
+      double worst = 0;
+      int64_t n = 9;
+      for (int step = 0; step < 41; step++) {
+        std::vector<int32_t> ids;
+        for (int64_t i = 0; i < B * n; i++) ids.push_back(static_cast<int32_t>(rng.next_u64() % V));
+        const Tensor t = Tensor::from_i32({B, n}, ids);
+        Tensor lc = Tensor::empty({B, n, V}, DType::F32, Device::CPU);
+        Tensor lg = Tensor::empty({B, n, V}, DType::F32, Device::CUDA);
+        mc->forward(t, &cc, lc, false);
+        mg->forward(t, &cg, lg, false);
+        worst = std::max(worst, rel_error(lg.to(Device::CPU), lc));
+        n = 1;
+      }
+      const double tol = dt == DType::F32 ? kTolF32 : kTolBf16Logits;
+      std::printf("  %-6s %-4s prefill 9 + 40 decode steps, B=2: worst logits rel error GPU vs CPU %.2e (bound %.0e)\n",
+                  variant, dtype_name(dt), worst, tol);
+      EXPECT_LE(worst, tol) << variant << " " << dtype_name(dt);
     }
-    std::printf("  %-6s prefill 9 + 40 decode steps, B=2: worst logits rel error GPU vs CPU %.2e\n", variant, worst);
-    EXPECT_LE(worst, kTolF32) << variant;
   }
 }
 

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "model/convert.h"
+#include "tests/common/checkpoint_compare.h"
 #include "tests/common/test_util.h"
 #include "train/checkpoint.h"
 #include "train/train_options.h"
@@ -73,20 +74,7 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   for (size_t i = 0; i < b.size(); i++) EXPECT_EQ(b[i], a.losses[i]) << "step " << i + 1;  // bitwise
   EXPECT_EQ(b2.final_val_loss, a.final_val_loss);
   // The adapters and optimizer state of the two runs' last checkpoints are byte-identical.
-  int64_t s1 = 0, s2 = 0;
-  CheckpointData ca = read_checkpoint(a.last_checkpoint, &s1), cb = read_checkpoint(b2.last_checkpoint, &s2);
-  EXPECT_EQ(s1, 20);
-  EXPECT_EQ(s2, 20);
-  for (const char* group : {"adapter_model", "optimizer"}) {
-    const auto& ta = ca.tensors.at(group).tensors;
-    const auto& tb = cb.tensors.at(group).tensors;
-    ASSERT_EQ(ta.size(), tb.size());
-    for (size_t i = 0; i < ta.size(); i++) {
-      ASSERT_EQ(ta[i].first, tb[i].first);
-      ASSERT_EQ(ta[i].second.nbytes(), tb[i].second.nbytes());
-      EXPECT_EQ(std::memcmp(ta[i].second.data(), tb[i].second.data(), ta[i].second.nbytes()), 0) << ta[i].first;
-    }
-  }
+  test::expect_same_checkpoint(a.last_checkpoint, b2.last_checkpoint, 20);
 }
 
 TEST(Trainer, TornCheckpointIsSkippedByResumeAuto) {
