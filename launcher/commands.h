@@ -15,6 +15,7 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_export(const std::vector<std::string>& args);
 int cmd_slurm(const std::vector<std::string>& args);
+int cmd_select_layers(const std::vector<std::string>& args);
 
 // `liger bench layer` (launcher/bench_layer.cpp), dispatched by cmd_bench.
 int bench_layer(const std::vector<std::string>& args);

@@ -23,6 +23,8 @@ void usage(FILE* f) {
                "  train      LoRA fine-tuning: `liger train --config configs/stories260k-liger-gla.cfg`\n"
                "  eval       perplexity on a text file or a validation split; --diagnostics: per-layer Liger figures\n"
                "  export     merge LoRA adapters into the weights: a model directory of its own\n"
+               "  select-layers  rank a Liger model's layers by how much restoring softmax attention there brings it\n"
+               "             back to its base model (KL); prints the --softmax-layers list for liger convert\n"
                "  bench      benchmarks: `liger bench forward --shape llama3-8b --seq 1024 --device cuda`\n"
                "  slurm      write or submit a requeueable sbatch job: `liger slurm --nodes 2 --gpus-per-node 8 --time "
                "24:00:00 -- train --config FILE`\n");
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return liger::cli::cmd_eval(args);
     if (cmd == "export") return liger::cli::cmd_export(args);
     if (cmd == "slurm") return liger::cli::cmd_slurm(args);
+    if (cmd == "select-layers") return liger::cli::cmd_select_layers(args);
     std::fprintf(stderr, "liger: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return 2;

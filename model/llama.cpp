@@ -152,6 +152,16 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& cfg, Context& 
   return m;
 }
 
+void LlamaModel::set_softmax_layers(std::vector<int64_t> layers) {
+  LIGER_CHECK(cfg_.is_liger, "set_softmax_layers: not a Liger model");
+  for (int64_t l : layers)
+    LIGER_CHECK(l >= 0 && l < cfg_.n_layers, "set_softmax_layers: layer %lld of a %lld-layer model",
+                static_cast<long long>(l), static_cast<long long>(cfg_.n_layers));
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  cfg_.liger.softmax_layers = std::move(layers);
+}
+
 void LlamaModel::tp_all_reduce(Tensor t) const {
   if (tensor_parallel()) tp_->all_reduce(t, dist::ReduceOp::Sum);
 }

@@ -105,6 +105,10 @@ class LlamaModel {
 
   // A cache for `batch` sequences of up to `capacity` positions (ignored by Liger layers).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // Which layers of a Liger model run softmax attention (liger select-layers): Liger adds no parameters, so any layer
+  // can run its base model's softmax attention instead, without reloading; every layer listed gives the base model.
+  // Layers must exist. A KV cache made before does not fit the new layout (make another).
+  void set_softmax_layers(std::vector<int64_t> layers);
   // Whether layer l runs Liger attention (a Liger model, and l not kept as softmax attention).
   bool is_liger_layer(int64_t l) const { return cfg_.is_liger && !cfg_.liger.is_softmax_layer(l); }
 

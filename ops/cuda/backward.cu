@@ -10,6 +10,8 @@
 //   attention_dkv_kernel, a warp per key row (b, s, KV head j): walks the queries t that see s, for each query head of
 //     the group, and accumulates dk_s = scale sum ds q_t and dv_s = sum p dout_t.
 // In both, lane l owns the head dimensions l, l + 32, l + 64, ... (DPL of them, HS <= 32 * DPL).
+// bf16 / f16 with HS 64 or 128 (16-byte aligned tensors) take the tensor-core kernels of ops/cuda/attention_bwd_mma.cu
+// instead, same split and same statistics; these FMA kernels serve every other case (f32, other head sizes).
 #include <algorithm>
 #include <initializer_list>
 
@@ -21,6 +23,12 @@
 #include "ops/swiglu.h"
 
 namespace liger::ops::cuda {
+
+// ops/cuda/attention_bwd_mma.cu: the tensor-core attention backward; false (nothing launched) when the tensors do not
+// qualify (dtype, head size, alignment). stats: (B, T, H) x 4 floats of scratch, 16-byte aligned.
+bool attention_backward_mma(const Context& ctx, Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
+                            const Tensor& k, const Tensor& v, float scale, int64_t window, float* stats);
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -324,6 +332,8 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const RowStats* stats, const 
 }
 
 constexpr int kAttnWarps = 4;  // warps (rows) per block of the attention backward kernels
+// Whether qualifying bf16 / f16 calls take the tensor-core kernels (ops/cuda/attention_bwd_mma.cu).
+constexpr bool kAttnBwdMma = true;
 
 // Blocks of kAttnWarps warps for `rows` rows.
 unsigned attn_blocks(const char* op, int64_t rows) {
@@ -332,14 +342,12 @@ unsigned attn_blocks(const char* op, int64_t rows) {
   return static_cast<unsigned>(blocks);
 }
 
+// st: (B, T, H) RowStats of scratch.
 template <class T, int DPL>
 void launch_attention_backward(const Context& ctx, Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
-                               const Tensor& k, const Tensor& v, const AttnBwdParams& a) {
+                               const Tensor& k, const Tensor& v, const AttnBwdParams& a, RowStats* st) {
   const char* op = "attention_backward";
   const int64_t q_rows = a.B * a.T * a.H, kv_rows = a.B * a.T * a.HKV;
-  // (B, T, H) x 4 floats: RowStats of every query row.
-  Tensor stats = Tensor::empty({a.B, a.T, a.H, 4}, DType::F32, Device::CUDA);
-  RowStats* st = reinterpret_cast<RowStats*>(stats.ptr<float>());
   attention_dq_kernel<T, DPL><<<attn_blocks(op, q_rows), 32 * kAttnWarps, 0, stream_of(ctx)>>>(
       dq.ptr<T>(), st, dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), a);
   CUDA_CHECK_LAUNCH();
@@ -416,12 +424,24 @@ void attention_backward(Context& ctx, Tensor dq, Tensor dk, Tensor dv, const Ten
   if (B == 0 || T == 0 || H == 0 || HS == 0) return;
   LIGER_CHECK(HS <= 256, "%s: head size %lld above 256 is not supported on the GPU", op, static_cast<long long>(HS));
   const AttnBwdParams a{B, T, H, HKV, HS, H / HKV, window, scale};
+  // RowStats of every query row, (B, T, H) x 4 floats: in the context's workspace when they fit (the dK/dV kernel
+  // consumes them before the op returns), else a buffer of their own.
+  const size_t stats_bytes = static_cast<size_t>(B * T * H) * sizeof(RowStats);
+  Tensor own;
+  RowStats* st = static_cast<RowStats*>(ctx.workspace());
+  if (st == nullptr || stats_bytes > ctx.workspace_bytes()) {
+    own = Tensor::empty({B, T, H, 4}, DType::F32, Device::CUDA);
+    st = reinterpret_cast<RowStats*>(own.ptr<float>());
+  }
+  if (kAttnBwdMma &&
+      attention_backward_mma(ctx, dq, dk, dv, dout, q, k, v, scale, window, reinterpret_cast<float*>(st)))
+    return;
   dispatch_float(q.dtype(), op, [&](auto tag) {
     using T_ = typename decltype(tag)::type;
-    if (HS <= 32) return launch_attention_backward<T_, 1>(ctx, dq, dk, dv, dout, q, k, v, a);
-    if (HS <= 64) return launch_attention_backward<T_, 2>(ctx, dq, dk, dv, dout, q, k, v, a);
-    if (HS <= 128) return launch_attention_backward<T_, 4>(ctx, dq, dk, dv, dout, q, k, v, a);
-    launch_attention_backward<T_, 8>(ctx, dq, dk, dv, dout, q, k, v, a);
+    if (HS <= 32) return launch_attention_backward<T_, 1>(ctx, dq, dk, dv, dout, q, k, v, a, st);
+    if (HS <= 64) return launch_attention_backward<T_, 2>(ctx, dq, dk, dv, dout, q, k, v, a, st);
+    if (HS <= 128) return launch_attention_backward<T_, 4>(ctx, dq, dk, dv, dout, q, k, v, a, st);
+    launch_attention_backward<T_, 8>(ctx, dq, dk, dv, dout, q, k, v, a, st);
   });
 }
 

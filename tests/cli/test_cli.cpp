@@ -131,9 +131,58 @@ TEST(Cli, ConvertThenGenerateThroughTheRecurrentDecode) {
                         {"gsa_slots", "head_dim"});
 }
 
+// liger select-layers on stories260K converted to Liger-GLA (window 16, chunks of 128 tokens of continuous text): a
+// ranking of the 5 layers by the KL left when each alone is restored to softmax attention, the K best written as the
+// softmax_layers list, which liger convert takes.
+TEST(Cli, SelectLayersRanksTheLayersAndConvertTakesTheList) {
+  TempDir tmp("cli");
+  const std::string base = source_path("assets/stories260K/hf"), gla = tmp.file("gla");
+  RunResult r = run_liger("convert --model " + base + " --out " + gla + " --variant gla --window 16", tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string text = source_path("assets/text/tinystories_valid_head.txt");
+  r = run_liger("select-layers --model " + gla + " --data " + text + " --keep 2 --chunk-length 128 --max-chunks 3 " +
+                    "--json " + tmp.file("sel.json"),
+                tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json j = read_json_file(tmp.file("sel.json"));
+  const double kl_model = j["kl_model"].get<double>();
+  EXPECT_GT(kl_model, 0.0);
+  const Json& rank = j["ranking"];
+  ASSERT_EQ(rank.size(), 5u);
+  std::vector<int64_t> seen;
+  for (size_t i = 0; i < rank.size(); i++) {
+    const double kl = rank[i]["kl_restored"].get<double>();
+    EXPECT_GE(kl, 0.0);
+    EXPECT_NEAR(rank[i]["drop"].get<double>(), kl_model - kl, 1e-12);
+    if (i > 0) {
+      EXPECT_LE(rank[i - 1]["kl_restored"].get<double>(), kl);  // the largest drop first
+    }
+    seen.push_back(rank[i]["layer"].get<int64_t>());
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  std::vector<int64_t> want = {rank[0]["layer"].get<int64_t>(), rank[1]["layer"].get<int64_t>()};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(j["softmax_layers"].get<std::vector<int64_t>>(), want);
+  const std::string list = std::to_string(want[0]) + "," + std::to_string(want[1]);
+  EXPECT_NE(r.out.find("softmax_layers: " + list), std::string::npos) << r.out;
+  r = run_liger("convert --model " + base + " --out " + tmp.file("hybrid") + " --variant gla --window 16 " +
+                    "--softmax-layers " + list,
+                tmp);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json_file(tmp.file("hybrid") + "/config.json")["liger"]["softmax_layers"].get<std::vector<int64_t>>(),
+            want);
+  // Bad settings are one-line errors.
+  expect_one_line_error(run_liger("select-layers --model " + gla + " --data " + text + " --keep 6", tmp),
+                        {"--keep 6", "5 Liger layers"});
+  expect_one_line_error(run_liger("select-layers --model " + base + " --data " + text + " --keep 1", tmp),
+                        {base, "not a Liger model"});
+}
+
 TEST(Cli, HelpOnEverySubcommand) {
   TempDir tmp("cli");
   for (const char* sub : {"convert --help", "generate --help", "bench --help", "bench forward --help", "eval --help",
+                          "select-layers --help", "bench decode --help",
                           "export --help", "--help"}) {
     RunResult r = run_liger(sub, tmp);
     EXPECT_EQ(r.exit_code, 0) << sub << ": " << r.err;

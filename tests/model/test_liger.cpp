@@ -1,9 +1,11 @@
 // Liger models on the CPU: `convert` writes a loadable Liger directory, and for every variant and ablation the
 // training form (whole sequences, chunked recurrence) and the decode form (prefill + one token at a time through the
 // recurrent state and the window ring buffer) give the same logits — the exactness the reference code lacks.
+#include <cmath>
 #include <filesystem>
 
 #include "model/convert.h"
+#include "model/kl.h"
 #include "tests/model/golden_cases.h"
 
 namespace liger::test {
@@ -113,6 +115,36 @@ TEST(Liger, SwaOnlyWithALongWindowIsTheBaseModel) {
   const double e = rel_error(l.to_f32_vector(), g.logits.to_f32_vector());
   std::printf("  swa-only, window 64 > T: rel error against transformers %.3g\n", e);
   EXPECT_LE(e, 1e-5);
+}
+
+// Liger adds no parameters: a converted model with every layer switched back to softmax attention
+// (LlamaModel::set_softmax_layers, what liger select-layers scores against) is the base model, logits as transformers'.
+TEST(Liger, EveryLayerRestoredToSoftmaxIsTheBaseModel) {
+  TempDir tmp("liger");
+  HfGolden g = read_hf_golden(source_path("tests/golden/llama3_gqa_tied"));
+  Context ctx = Context::cpu();
+  auto model = LlamaModel::load(convert_golden(tmp, "llama3_gqa_tied", {{"variant", "gla"}}, 0), ctx, DType::F32);
+  Tensor logits = Tensor::empty(g.logits.shape(), DType::F32, Device::CPU);
+  model->forward(g.ids, nullptr, logits, false);
+  EXPECT_GT(rel_error(logits.to_f32_vector(), g.logits.to_f32_vector()), 1e-2);  // converted: another function
+  std::vector<int64_t> all;
+  for (int64_t l = 0; l < model->config().n_layers; l++) all.push_back(l);
+  model->set_softmax_layers(all);
+  model->forward(g.ids, nullptr, logits, false);
+  const double e = rel_error(logits.to_f32_vector(), g.logits.to_f32_vector());
+  std::printf("  gla with every layer restored to softmax: rel error against transformers %.3g\n", e);
+  EXPECT_LE(e, 1e-5);
+  EXPECT_THROW(model->set_softmax_layers({model->config().n_layers}), Error);
+}
+
+// KL(P || Q) of two rows of logits against the closed form: logits (0, ln 3) give P = (1/4, 3/4), logits (0, 0) give
+// Q = (1/2, 1/2): KL = 1/4 ln(1/2) + 3/4 ln(3/2); a row against itself is 0; the sum runs over rows.
+TEST(Liger, KlDivergenceOfLogitRows) {
+  const Tensor p = Tensor::from_f32({2, 2}, {0.0f, std::log(3.0f), 5.0f, -1.0f});
+  const Tensor q = Tensor::from_f32({2, 2}, {0.0f, 0.0f, 5.0f, -1.0f});
+  const double want = 0.25 * std::log(0.5) + 0.75 * std::log(1.5);
+  EXPECT_NEAR(kl_divergence_sum(p, q), want, 1e-7);
+  EXPECT_EQ(kl_divergence_sum(q, q), 0.0);
 }
 
 // The converted model is a different function: its logits move far from the base model's (for every variant), and a

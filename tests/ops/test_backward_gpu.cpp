@@ -4,10 +4,13 @@
 // As in test_ops_gpu.cpp: each GPU run takes inputs exactly representable in its storage dtype (random f32 values
 // rounded to bf16 for the bf16 runs), and the CPU twin computes in f32 on the same values, so the comparison measures
 // the op, not the rounding of its inputs. Tolerances (docs/DESIGN.md §2): ||out - ref|| / ||ref|| <= 1e-5 for f32
-// storage, <= 1e-2 for bf16 storage (one rounding of an fp32 result to bf16 is 2^-9 relative); NaN never passes.
+// storage, <= 1e-2 for bf16 storage (one rounding of an fp32 result to bf16 is 2^-9 relative); NaN never passes. The
+// attention test also runs f16 (rounding 2^-11 relative) under the bf16 bound.
 // Outputs of `=` ops are filled with NaN bytes before each GPU call, so an element the kernel forgets to write fails.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -190,12 +193,26 @@ TEST(BackwardGpu, Attention) {
       {1, 40, 2, 1, 256, 0},    // HS 256
       {1, 33, 4, 2, 8, 1},      // HS 8, window 1 (each query sees only itself)
       {1, 1024, 2, 1, 64, 0},   // long rows: a query sees up to 1024 keys, a key up to 2 x 1024 queries
+      // bf16 / f16 with HS 64 or 128 take the tensor-core kernels (ops/cuda/attention_bwd_mma.cu: 64-row and 64-key
+      // tiles); f32 and the head sizes above (32, 72, 256, 8) keep the FMA kernels. T not a multiple of the tile,
+      // G 1 and 4, windows 0, 1, 5, 65 and beyond T, B 2.
+      {2, 1, 4, 1, 64, 0},      // T = 1, G = 4
+      {2, 17, 4, 4, 64, 1},     // G = 1, window 1
+      {2, 17, 8, 2, 128, 5},    // G = 4, window 5
+      {2, 100, 8, 2, 128, 65},  // G = 4, the main user's window, two row tiles
+      {2, 100, 4, 4, 64, 0},    // G = 1, full causal
+      {2, 257, 8, 2, 128, 0},   // G = 4, full causal, a partial last key tile
+      {2, 257, 4, 4, 128, 65},  // G = 1, window 65
+      {2, 257, 4, 1, 64, 300},  // G = 4, window beyond T
+      {1, 257, 8, 2, 64, 5},    // G = 4, window 5
+      {2, 100, 2, 2, 128, 1},   // G = 1, window 1
+      {1, 200, 8, 8, 128, 64},  // G = 1, window equal to a key tile
   };
   uint64_t seed = 24000;
   for (const Case& c : cases) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.HS));
     const Shape qs{c.B, c.T, c.H, c.HS}, ks{c.B, c.T, c.HKV, c.HS};
-    for (DType dt : kStorage) {
+    for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
       Tensor q = representable(randn(qs, seed++, 1.5f), dt);  // 1.5: peakier softmax rows
       Tensor k = representable(randn(ks, seed++), dt);
       Tensor v = representable(randn(ks, seed++), dt);
@@ -218,6 +235,36 @@ TEST(BackwardGpu, Attention) {
       EXPECT_EQ(count_bit_mismatches(dq, dq2) + count_bit_mismatches(dk, dk2) + count_bit_mismatches(dv, dv2), 0u)
           << "attention_backward " << name << " is not deterministic";
     }
+  }
+}
+
+// Prints the time of attention_backward on the Llama-3-8B layer shape (B 1, T 1024, H 32, HKV 8, HS 128, bf16) with
+// the Liger window (64 + 1) and full causal. Measures only, asserts nothing (benchmarks are `liger bench`'s job).
+TEST(BackwardGpu, AttentionTiming) {
+  if (!liger::cuda_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped";
+  Context gpu = Context::cuda(0);
+  const int64_t B = 1, T = 1024, H = 32, HKV = 8, HS = 128;
+  const DType dt = DType::BF16;
+  const Shape qs{B, T, H, HS}, ks{B, T, HKV, HS};
+  Tensor q = randn(qs, 25000, 1.5f).to(Device::CUDA, dt), k = randn(ks, 25001).to(Device::CUDA, dt),
+         v = randn(ks, 25002).to(Device::CUDA, dt), dout = randn(qs, 25003).to(Device::CUDA, dt);
+  Tensor dq = poisoned(qs, dt), dk = poisoned(ks, dt), dv = poisoned(ks, dt);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  for (int64_t window : {int64_t{65}, int64_t{0}}) {
+    auto run = [&] { ops::attention_backward(gpu, dq, dk, dv, dout, q, k, v, scale, window); };
+    for (int i = 0; i < 3; i++) run();  // warm-up
+    gpu.synchronize();
+    constexpr int kIters = 10;
+    std::vector<double> ms;
+    for (int rep = 0; rep < 5; rep++) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < kIters; i++) run();
+      gpu.synchronize();
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / kIters);
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("  attention_backward bf16 B,T,H,HKV,HS 1x1024x32x8x128 win %lld: %.4f ms (median of 5 x %d calls)\n",
+                static_cast<long long>(window), ms[ms.size() / 2], kIters);
   }
 }
 
