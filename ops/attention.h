@@ -57,8 +57,9 @@ inline void attention(Context& ctx, Tensor out, const Tensor& q, const Tensor& k
 //   dk (B, T, HKV, HS) = scale * sum over the query heads of each KV group of dS^T q
 //   dv (B, T, HKV, HS) = sum over the query heads of each KV group of P^T dout
 // All three `=`. dout (B, T, H, HS), q (B, T, H, HS), k and v (B, T, HKV, HS); scale and window as for attention.
-// The outputs must not alias the inputs. GPU: f32 or bf16, every tensor of one dtype, HS <= 256; deterministic (no
-// atomics).
+// The outputs must not alias the inputs. GPU: f32, bf16 or f16, every tensor of one dtype, HS <= 256; deterministic
+// (no atomics). bf16/f16 with HS 64 or 128 run on the tensor cores (ops/cuda/attention_bwd_mma.cu), the rest on fp32
+// FMA kernels (ops/cuda/backward.cu).
 inline void attention_backward(Context& ctx, Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
                                const Tensor& k, const Tensor& v, float scale, int64_t window = 0) {
   const char* op = "attention_backward";
