@@ -41,20 +41,6 @@ void register_comm(ncclComm_t c) {
   g_comms.insert(c);
 }
 
-// Waits until `comm` finished what the last call started (ncclInProgress), then checks its state; `what` names the
-// call for the error message.
-void wait_ready(ncclComm_t comm, ncclResult_t r, const char* what) {
-  while (r == ncclInProgress) {
-    std::this_thread::yield();
-    if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) break;
-  }
-  if (r != ncclSuccess)
-    LIGER_FAIL("NCCL error in %s: %s (%s)", what, ncclGetErrorString(r),
-               ncclGetLastError(comm) ? ncclGetLastError(comm) : "no detail");
-}
-
-#define NCCL_CALL(comm, stmt) wait_ready((comm), (stmt), #stmt)
-
 // A communicator being created without blocking (ncclCommInitRankConfig, ncclCommSplit): NCCL may store it into
 // *slot only when its background job finishes, so this waits for the slot to be set and the communicator to leave
 // ncclInProgress; `parent` (the communicator split, or null) reports a failure of the job meanwhile.
@@ -80,6 +66,14 @@ ncclComm_t wait_created(ncclComm_t* slot, ncclComm_t parent, ncclResult_t r, con
     std::this_thread::yield();
   }
 }
+
+// Waits until `comm` finished what the last call (result r, named `what` in the error) started: ncclInProgress is
+// polled until the communicator is ready again.
+void wait_ready(ncclComm_t comm, ncclResult_t r, const char* what) {
+  wait_created(&comm, nullptr, r, what);
+}
+
+#define NCCL_CALL(comm, stmt) wait_ready((comm), (stmt), #stmt)
 
 ncclConfig_t nonblocking_config() {
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;

@@ -103,11 +103,12 @@ int bench_decode(const std::vector<std::string>& args) {
     if (next < lengths.size() && n == lengths[next]) {
       ctx.synchronize();
       const double s = clock.seconds();
+      const double held = static_cast<double>(mem_stats(dev).current);
       std::printf(
           "  %6lld new tokens: %.2f s = %.0f tokens/s (%.2f ms per step); memory held %.1f MiB (%+.1f MiB "
           "since the prefill)\n",
           static_cast<long long>(n), s, static_cast<double>(batch * n) / s, s * 1e3 / static_cast<double>(n),
-          mem_stats(dev).current / 1048576.0, (mem_stats(dev).current - after_prefill) / 1048576.0);
+          held / 1048576.0, (held - after_prefill) / 1048576.0);
       std::fflush(stdout);
       next++;
     }

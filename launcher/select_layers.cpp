@@ -79,18 +79,19 @@ int cmd_select_layers(const std::vector<std::string>& args) {
     const Chunk ch = split.chunk(c);
     const int64_t T = static_cast<int64_t>(ch.input_ids.size());
     const Tensor ids = Tensor::from_i32({1, T}, ch.input_ids);
-    auto logits_with = [&](const std::vector<int64_t>& softmax_layers) {
+    // Two logits buffers per chunk: the base model's, and the one every variant reuses.
+    Tensor base = Tensor::empty({1, T, V}, DType::F32, dev), variant = Tensor::empty({1, T, V}, DType::F32, dev);
+    auto logits_with = [&](const std::vector<int64_t>& softmax_layers, Tensor& out) {
       model->set_softmax_layers(softmax_layers);
-      Tensor logits = Tensor::empty({1, T, V}, DType::F32, dev);
-      model->forward(ids, nullptr, logits, /*last_only=*/false);
-      return logits.view({T, V});
+      model->forward(ids, nullptr, out, /*last_only=*/false);
+      return out.view({T, V});
     };
-    const Tensor base = logits_with(all);
-    kl_model += kl_divergence_sum(base, logits_with(kept));
+    const Tensor base_logits = logits_with(all, base);
+    kl_model += kl_divergence_sum(base_logits, logits_with(kept, variant));
     for (size_t i = 0; i < candidates.size(); i++) {
       std::vector<int64_t> s = kept;
       s.push_back(candidates[i]);
-      kl_restored[i] += kl_divergence_sum(base, logits_with(s));
+      kl_restored[i] += kl_divergence_sum(base_logits, logits_with(s, variant));
     }
     tokens += T;
   }

@@ -86,19 +86,19 @@ std::vector<Tensor> gradient_list(const LoraAdapters& a) {
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor>> AdapterSync::optimizer_parameters() const {
-  return on_device_ ? work_.parameters() : master_.parameters();
+  return updated().parameters();
 }
 
 std::vector<std::pair<std::string, Tensor>> AdapterSync::checkpoint_values() const {
-  return host_copies(on_device_ ? work_.parameters() : master_.parameters());
+  return host_copies(updated().parameters());
 }
 
 double AdapterSync::grad_norm(AdamW& opt) const {
-  return opt.norm(gradient_list(on_device_ ? work_ : master_));
+  return opt.norm(gradient_list(updated()));
 }
 
 AdamWStepStats AdapterSync::step(AdamW& opt, double grad_norm) {
-  AdamWStepStats st = opt.step(gradient_list(on_device_ ? work_ : master_), grad_norm);
+  AdamWStepStats st = opt.step(gradient_list(updated()), grad_norm);
   if (!on_device_) work_.load_shard_values(master_, local_);
   return st;
 }

@@ -64,6 +64,8 @@ class AdapterSync {
 
  private:
   void assemble();
+  // The adapters AdamW updates: the working copy on the device (on_device_), else the host master.
+  const LoraAdapters& updated() const { return on_device_ ? work_ : master_; }
 
   dist::Runtime& rt_;
   LoraAdapters& master_;
